@@ -1,0 +1,65 @@
+"""Shared fixtures. Every test runs under the network guard: any connection attempt fails it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+TESTING = Path(__file__).resolve().parent
+REPO = TESTING.parent
+SHARED = REPO.parent / "shared" / "data" / "ts-examples"
+GUARD_DIR = TESTING / "network_guard"
+
+sys.path.insert(0, str(GUARD_DIR))
+import sitecustomize as network_guard  # noqa: E402  (the guard, see network_guard/)
+
+warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _guard_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the guard here and, through PYTHONPATH, in every child process."""
+    log = tmp_path_factory.mktemp("network-guard") / "attempts.log"
+    log.touch()
+    os.environ["TUCKERSEGMENT_NETWORK_GUARD"] = str(log)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(GUARD_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    network_guard.install()
+    return log
+
+
+@pytest.fixture(autouse=True)
+def _no_network(_guard_environment: Path) -> None:
+    """Fail the test if it, or any process it started, tried to reach the network."""
+    start_in_process = len(network_guard.attempts)
+    start_log = _guard_environment.stat().st_size
+    yield
+    new = network_guard.attempts[start_in_process:]
+    with open(_guard_environment) as handle:
+        handle.seek(start_log)
+        logged = handle.read()
+    if new or logged:
+        pytest.fail("network access attempted:\n" + ("".join(new) or logged), pytrace=False)
+
+
+def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``tucker-segment`` command in a child process."""
+    exe = Path(sys.executable).with_name("tucker-segment")
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"tucker-segment {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-size TS 3 mm model folder (Dataset297 layout) with seeded random weights."""
+    from TuckerSegmentLib.model_folder_writer import write_random_ts_folder
+
+    return write_random_ts_folder(tmp_path_factory.mktemp("models") / "Dataset297", "3mm", seed=1)

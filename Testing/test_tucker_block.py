@@ -1,0 +1,111 @@
+"""Layer exactness at DF 1.0 and the factorization's properties, for both methods."""
+
+import pytest
+import torch
+from torch import nn
+from TuckerSegmentLib.compress import CompressionSettings, compress_network
+from TuckerSegmentLib.factorize import explained_variance, factorize
+from TuckerSegmentLib.tucker_block import TuckerConv3d, mode_ranks
+
+METHODS = ["hosvd", "hooi"]
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _layers():
+    torch.manual_seed(0)
+    return {
+        "conv": (nn.Conv3d(12, 20, 3, padding=1), (1, 12, 9, 10, 11)),
+        "strided conv": (nn.Conv3d(16, 24, 3, stride=2, padding=1), (1, 16, 12, 10, 14)),
+        "transposed conv": (nn.ConvTranspose3d(24, 16, 2, stride=2), (1, 24, 5, 6, 7)),
+        "first conv (C_in = 1)": (nn.Conv3d(1, 32, 3, padding=1), (1, 1, 8, 8, 8)),
+        "anisotropic conv": (
+            nn.Conv3d(8, 8, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+            (1, 8, 6, 10, 10),
+        ),
+    }
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", list(_layers()))
+def test_df_one_reproduces_the_layer(kind, method):
+    conv, shape = _layers()[kind]
+    x = torch.randn(shape)
+    wrapper = nn.Sequential(conv)
+    with torch.no_grad():
+        expected = conv(x)
+        compress_network(wrapper, CompressionSettings(df=1.0, method=method))
+        block = wrapper[0]
+        assert isinstance(block, TuckerConv3d)
+        got = block(x)
+    assert got.shape == expected.shape
+    assert _relative_error(got, expected) < 1e-4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_requested_rank_above_unfolding_rank_works(method):
+    # C_in = 1: the output-channel unfolding is 32 × 27 (rank ≤ 27) but DF 1 asks for 32
+    conv = nn.Conv3d(1, 32, 3)
+    factors = factorize(conv.weight, mode_ranks(conv, 1, 32), method)
+    assert factors.u0.shape == (32, 32)
+    eye = torch.eye(32, dtype=factors.u0.dtype)
+    assert torch.allclose(factors.u0.T @ factors.u0, eye, atol=1e-8)
+    assert explained_variance(conv.weight, factors) == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_low_rank_block_equals_its_reconstructed_weight(method):
+    torch.manual_seed(1)
+    conv = nn.Conv3d(16, 24, 3, padding=1)
+    factors = factorize(conv.weight, mode_ranks(conv, 5, 7), method)
+    block = TuckerConv3d(conv, 5, 7)
+    block.load_factors(factors, conv.bias)
+    approx = nn.Conv3d(16, 24, 3, padding=1)
+    with torch.no_grad():
+        approx.weight.copy_(factors.reconstruct().float())
+        approx.bias.copy_(conv.bias)
+        x = torch.randn(1, 16, 6, 7, 8)
+        assert _relative_error(block(x), approx(x)) < 1e-5
+    variance = explained_variance(conv.weight, factors)
+    assert 0.0 < variance < 1.0
+
+
+def test_hooi_explains_at_least_as_much_as_hosvd():
+    torch.manual_seed(2)
+    weight = nn.Conv3d(32, 48, 3).weight
+    hosvd = explained_variance(weight, factorize(weight, (12, 10), "hosvd"))
+    hooi = explained_variance(weight, factorize(weight, (12, 10), "hooi"))
+    assert hooi >= hosvd - 1e-9
+
+
+def test_explained_variance_is_the_papers_formula():
+    torch.manual_seed(3)
+    weight = torch.randn(10, 6, 3, 3, 3)
+    factors = factorize(weight, (4, 3), "hosvd")
+    w = weight.double()
+    expected = 1 - float((w - factors.reconstruct()).norm() ** 2 / w.norm() ** 2)
+    assert explained_variance(weight, factors) == pytest.approx(expected, rel=1e-12)
+
+
+def test_default_policy_keeps_pointwise_heads_and_paper_mode_factorizes_them():
+    head = nn.Conv3d(32, 118, 1)
+    kept = nn.Sequential(nn.Conv3d(8, 32, 3), head)
+    layers = compress_network(kept, CompressionSettings(df=0.5))
+    assert [layer.name for layer in layers] == ["0"]
+    assert kept[1] is head
+    paper = nn.Sequential(nn.Conv3d(8, 32, 3), nn.Conv3d(32, 118, 1))
+    layers = compress_network(paper, CompressionSettings(df=0.5, policy="paper"))
+    assert [layer.name for layer in layers] == ["0", "1"]
+    assert isinstance(paper[1], TuckerConv3d)
+
+
+def test_shared_references_are_all_replaced():
+    conv = nn.Conv3d(4, 8, 3)
+    net = nn.Module()
+    net.conv = conv
+    net.all_modules = nn.Sequential(conv, nn.ReLU())  # nnU-Net keeps both references
+    compress_network(net, CompressionSettings(df=0.5))
+    assert isinstance(net.conv, TuckerConv3d)
+    assert net.all_modules[0] is net.conv

@@ -1,0 +1,84 @@
+"""The Tucker block that replaces one Conv3d or ConvTranspose3d.
+
+first: 1×1×1 conv C_in→R_in, core: the original (transposed) conv R_in→R_out with the same
+stride, padding, dilation and output_padding, last: 1×1×1 conv R_out→C_out carrying the bias.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .factorize import TuckerFactors
+
+CONV_TYPES = (nn.Conv3d, nn.ConvTranspose3d)
+
+
+def _pointwise(in_ch: int, out_ch: int, bias: bool, like: nn.Module) -> nn.Conv3d:
+    w = like.weight
+    return nn.Conv3d(in_ch, out_ch, kernel_size=1, bias=bias, device=w.device, dtype=w.dtype)
+
+
+class TuckerConv3d(nn.Module):
+    """Three convolutions equivalent (at full rank) to one 3D (transposed) convolution."""
+
+    def __init__(self, conv: nn.Module, rank_in: int, rank_out: int) -> None:
+        """Build an empty block shaped for ``conv`` (weights are set by :meth:`load_factors`)."""
+        super().__init__()
+        if not isinstance(conv, CONV_TYPES):
+            raise TypeError(f"expected Conv3d or ConvTranspose3d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError("grouped convolutions are not supported")
+        self.transposed = isinstance(conv, nn.ConvTranspose3d)
+        self.rank_in, self.rank_out = int(rank_in), int(rank_out)
+        w = conv.weight
+        core_kwargs = dict(
+            kernel_size=conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            bias=False,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        if self.transposed:
+            core_kwargs["output_padding"] = conv.output_padding
+        else:
+            core_kwargs["padding_mode"] = conv.padding_mode
+        self.first = _pointwise(conv.in_channels, self.rank_in, False, conv)
+        self.core = type(conv)(self.rank_in, self.rank_out, **core_kwargs)
+        self.last = _pointwise(self.rank_out, conv.out_channels, conv.bias is not None, conv)
+
+    @property
+    def in_channels(self) -> int:
+        return self.first.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.last.out_channels
+
+    @torch.no_grad()
+    def load_factors(self, factors: TuckerFactors, bias: torch.Tensor | None) -> None:
+        """Set the three weights from factors of the original weight (modes 0, 1 of its layout)."""
+        dtype = self.core.weight.dtype
+        device = self.core.weight.device
+        pointwise = (..., None, None, None)
+        # Conv3d weight: (C_out, C_in, k..); ConvTranspose3d weight: (C_in, C_out, k..).
+        u_in, u_out = (factors.u0, factors.u1) if self.transposed else (factors.u1, factors.u0)
+        self.first.weight.copy_(u_in.T[pointwise].to(device, dtype))
+        self.core.weight.copy_(factors.core.to(device, dtype))
+        self.last.weight.copy_(u_out[pointwise].to(device, dtype))
+        if bias is not None:
+            self.last.bias.copy_(bias.to(device, dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.core(self.first(x)))
+
+    def extra_repr(self) -> str:
+        kind = "transposed" if self.transposed else "conv"
+        return f"{kind}, ranks (in={self.rank_in}, out={self.rank_out})"
+
+
+def mode_ranks(conv: nn.Module, rank_in: int, rank_out: int) -> tuple[int, int]:
+    """Ranks for modes (0, 1) of ``conv.weight``'s layout."""
+    return (rank_in, rank_out) if isinstance(conv, nn.ConvTranspose3d) else (rank_out, rank_in)
