@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -145,6 +146,256 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expert_dfs(text: str) -> dict[str, float]:
+    from .ranks import check_df
+
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME=DF, got {item!r}")
+        try:
+            result[name.strip()] = check_df(value)
+        except TuckerSegmentError as error:
+            raise argparse.ArgumentTypeError(f"{name}: {error}") from None
+    return result
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment a CT with TotalSegmentator's pipeline and compressed networks",
+        description="Run TotalSegmentator's own `total` pipeline (resampling, cropping, expert "
+        "merge, class map) with Tucker-compressed networks. Writes 117 labels with TS's ids.",
+    )
+    p.add_argument(
+        "-i", "--input", required=True, help="CT as NIfTI (.nii/.nii.gz) or a DICOM folder"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help=".nii.gz (117-label NIfTI) or .seg.nrrd (Slicer segmentation); a JSON "
+        "sidecar is written beside it",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="TS's 3 mm model (Dataset297) instead of the five 1.5 mm experts",
+    )
+    p.add_argument(
+        "--df",
+        type=float,
+        default=0.3,
+        help="downsampling factor for every model; 1 = the original networks (default 0.3)",
+    )
+    p.add_argument(
+        "--expert-df",
+        type=_expert_dfs,
+        default={},
+        help="DF per model, e.g. organs=0.4,ribs=0.3 (organs, vertebrae, cardiac, "
+        "muscles, ribs; 3mm with --fast)",
+    )
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
+    p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the original networks and write the agreement report",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="json: one {stage, fraction, message} object per line on stdout",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing TS weights with TS's downloader (network access)",
+    )
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.set_defaults(run=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .progress import Progress
+    from .segment import SegmentOptions, segment
+
+    options = SegmentOptions(
+        input=Path(args.input),
+        output=Path(args.output),
+        fast=args.fast,
+        df=args.df,
+        expert_df=args.expert_df,
+        rank_floor=args.rank_floor,
+        method=args.method,
+        policy="paper" if args.paper else "default",
+        device=args.device,
+        precision=args.precision,
+        compare=args.compare,
+        download=args.download,
+        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+    )
+    real_stdout = sys.stdout
+    if args.progress == "json":
+        sys.stdout = sys.stderr  # TS's and nnU-Net's prints must not mix with the JSON lines
+    progress = Progress(args.progress, real_stdout if args.progress == "json" else sys.stderr)
+    try:
+        result = segment(options, progress)
+    finally:
+        progress.close()
+        sys.stdout = real_stdout
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    _print_segment_summary(result, out)
+    return 0
+
+
+def _print_segment_summary(result: dict, out) -> None:  # noqa: ANN001
+    from .agreement import format_report
+
+    timings = result["timings"]
+    models = ", ".join(
+        f"{name} DF {info['df']:g}"
+        + (f" ({info['params'] / 1e6:.2f} M params)" if info.get("params") else "")
+        for name, info in result["models"].items()
+    )
+    print(
+        f"wrote {result['output']} ({models}; {result['device']}, {result['precision']})", file=out
+    )
+    print(
+        f"time: {timings['total_s']:.1f} s in all, TS pipeline {timings['segment_s']:.1f} s, "
+        f"networks {timings['segment_network_s']:.1f} s",
+        file=out,
+    )
+    if result.get("agreement") is not None:
+        print(format_report(result["agreement"], "original", "compressed"), file=out)
+        comparison = result["comparison"]
+        print(
+            f"original networks: TS pipeline {timings['original_s']:.1f} s, networks "
+            f"{timings['original_network_s']:.1f} s; report {comparison['report']}",
+            file=out,
+        )
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="per-structure agreement of two label files (Dice, NSD at 3 mm, volumes)",
+        description="Compare two label files on the same grid (TS ids): Dice, normalized "
+        "surface distance at 3 mm tolerance, volumes in ml and voxel counts per structure.",
+    )
+    p.add_argument("a", help="first label file (NIfTI or .seg.nrrd)")
+    p.add_argument("b", help="second label file")
+    p.add_argument("-o", "--output", help="write the per-structure report as CSV")
+    p.add_argument("--tolerance", type=float, default=3.0, help="NSD tolerance in mm (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .agreement import format_report
+    from .compare_files import compare_files
+    from .output_files import staged_outputs
+
+    report = compare_files(Path(args.a), Path(args.b), args.tolerance)
+    if args.output:
+        target = Path(args.output)
+        with staged_outputs() as staged:
+            staged.path_for(target).write_text(report.to_csv())
+            staged.commit()
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(format_report(report, Path(args.a).name[:8], Path(args.b).name[:8]))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="versions, devices, installed TS weights and the recommended settings",
+        description="Show versions, devices (GPU, tensor cores, CPU flags), where TS weights "
+        "are looked up and which are installed, and the recommended device, precision and DF.",
+    )
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .info import format_info, gather
+
+    info = gather(args.weights_dir)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: a synthetic CT, original vs compressed, table and picture",
+        description="Segment a synthetic CT phantom with TotalSegmentator's pipeline using the "
+        "project's test models, original and Tucker-compressed; print the agreement and "
+        "timings; write both segmentations, the report and a side-by-side PNG. Offline.",
+    )
+    p.add_argument("-o", "--output", default="tuckersegment-demo", help="output folder")
+    p.add_argument("--df", type=float, default=0.3)
+    p.add_argument("--full", action="store_true", help="the five 1.5 mm experts instead of 3 mm")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .agreement import format_report
+    from .demo import run_demo
+    from .progress import Progress
+
+    progress = Progress(args.progress)
+    try:
+        report = run_demo(
+            Path(args.output), args.df, args.full, args.device, args.precision, progress
+        )
+    finally:
+        progress.close()
+    print(format_report(report["agreement"], "original", "compressed"))
+    t = report["timings"]
+    for name, info in report["models"].items():
+        if "params_original" in info:
+            print(
+                f"{name}: {info['params_original'] / 1e6:.3f} M → {info['params'] / 1e6:.3f} M "
+                f"parameters at DF {info['df']:g}"
+            )
+    print(
+        f"TS pipeline: original {t['original_s']:.1f} s (networks {t['original_network_s']:.1f} s), "
+        f"compressed {t['segment_s']:.1f} s (networks {t['segment_network_s']:.1f} s)"
+    )
+    big = [n for n, d in report["truth_dice_original"].items() if n in ("liver", "spleen", "heart")]
+    print(
+        "Dice vs phantom truth (original / compressed): "
+        + ", ".join(
+            f"{n} {report['truth_dice_original'][n]:.3f}/{report['truth_dice_compressed'][n]:.3f}"
+            for n in big
+        )
+    )
+    print(
+        f"wrote {args.output}/: segmentation.nii.gz, segmentation.original.nii.gz, "
+        f"segmentation.agreement.csv, segmentation.json, comparison.png, demo_report.json"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -155,13 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_stats(sub)
     _add_compress(sub)
+    _add_segment(sub)
+    _add_compare(sub)
+    _add_info(sub)
+    _add_demo(sub)
     return parser
+
+
+def _terminate(signum, frame) -> None:  # noqa: ANN001
+    """SIGTERM (Cancel in Slicer) unwinds like Ctrl-C, so temporary files are removed."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user errors print one line to stderr and return 1."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except TuckerSegmentError as error:

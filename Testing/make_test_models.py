@@ -1,0 +1,211 @@
+"""Train the project's small test models on synthetic phantoms (TS weights can't be fetched here).
+
+Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
+``Testing/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs) and the five
+1.5 mm experts (Datasets 291-295, TS's per-part label maps). TS's own pipeline loads them
+unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
+exactly what inference feeds the network. Deterministic for a given machine and thread count:
+
+    .venv/bin/python Testing/make_test_models.py            # all six, about 25 minutes on 2 cores
+    .venv/bin/python Testing/make_test_models.py --only 3mm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "models"
+TRAIN_SEEDS = range(100, 116)  # phantoms for training; tests evaluate on other seeds
+FEATURES = [8, 16, 32, 64]
+STRIDES = [1, 2, 2, 2]
+SETTINGS = {  # name: (spacing mm, plans patch size, training patch size, iterations)
+    "3mm": (3.0, [48, 48, 48], [48, 48, 48], 500),
+    "1.5mm": (1.5, [64, 64, 64], [56, 56, 56], 450),
+}
+
+
+def _prepare_cases(model, spacing: float, tmp: Path):
+    """Phantoms run through nnU-Net's own preprocessing, labels mapped to this model's ids."""
+    import nibabel as nib
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from TuckerSegmentLib.model_folder_writer import ts_class_names, ts_dataset_json
+    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.ts_architectures import old_format_plans
+
+    names = ts_class_names("3mm" if model.name == "3mm" else "1.5mm", model.name)
+    from totalsegmentator.map_to_binary import class_map
+
+    total_ids = {n: i for i, n in class_map["total"].items()}
+    lut = np.zeros(256, dtype=np.uint8)
+    for idx, name in names.items():
+        lut[total_ids[name]] = idx
+
+    phantoms = [make_phantom(seed, spacing) for seed in TRAIN_SEEDS]
+    foreground = np.concatenate([p.ct[p.labels > 0] for p in phantoms]).astype(np.float64)
+    intensity = {
+        "max": float(foreground.max()),
+        "mean": float(foreground.mean()),
+        "median": float(np.median(foreground)),
+        "min": float(foreground.min()),
+        "percentile_00_5": float(np.percentile(foreground, 0.5)),
+        "percentile_99_5": float(np.percentile(foreground, 99.5)),
+        "std": float(foreground.std()),
+    }
+    setting = SETTINGS["3mm" if model.name == "3mm" else "1.5mm"]
+    plans = old_format_plans(FEATURES, STRIDES, setting[1], [spacing] * 3, model.dataset_folder)
+    plans["foreground_intensity_properties_per_channel"] = {"0": intensity}
+    dataset_json = ts_dataset_json(names)
+    dataset_json["numTraining"] = len(phantoms)
+    manager = PlansManager(plans)
+    config = manager.get_configuration("3d_fullres")
+    preprocessor = DefaultPreprocessor(verbose=False)
+    cases = []
+    for k, phantom in enumerate(phantoms):
+        ct, seg = phantom.to_nifti()
+        seg = nib.Nifti1Image(lut[phantom.labels], phantom.affine)
+        nib.save(ct, tmp / f"c{k}_0000.nii.gz")
+        nib.save(seg, tmp / f"c{k}.nii.gz")
+        data, target, _ = preprocessor.run_case(
+            [str(tmp / f"c{k}_0000.nii.gz")],
+            str(tmp / f"c{k}.nii.gz"),
+            manager,
+            config,
+            dataset_json,
+        )
+        target = np.maximum(target[0], 0)  # nnU-Net marks voxels outside its crop mask with -1
+        cases.append(
+            (torch.from_numpy(data.astype(np.float32)), torch.from_numpy(target.astype(np.int64)))
+        )
+    return plans, dataset_json, cases
+
+
+def _random_patch(case, patch, generator):
+    data, target = case
+    pads = [max(0, p - s) for p, s in zip(patch, data.shape[1:], strict=True)]
+    if any(pads):
+        pad = [q for p in reversed(pads) for q in (p // 2, p - p // 2)]
+        data = F.pad(data, pad, value=float(data.min()))
+        target = F.pad(target, pad, value=0)
+    starts = [
+        int(torch.randint(0, s - p + 1, (1,), generator=generator))
+        for s, p in zip(data.shape[1:], patch, strict=True)
+    ]
+    window = tuple(slice(a, a + p) for a, p in zip(starts, patch, strict=True))
+    return data[(slice(None), *window)], target[window]
+
+
+def _loss(logits, target, classes):
+    ce = F.cross_entropy(logits, target)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, classes).movedim(-1, 1).float()
+    dims = (0, 2, 3, 4)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    present = onehot.sum(dims) > 0
+    dice = (2 * inter + 1e-5) / (denom + 1e-5)
+    return ce + (1 - dice[present][1:].mean() if present[1:].any() else 0.0)
+
+
+INIT_SCALE = 0.02
+
+
+@torch.no_grad()
+def _shrink_initial_kernels(network) -> None:
+    """Start from He init scaled by INIT_SCALE. Each conv is followed by instance norm, so the
+    scale does not change what the network computes, but after training the kernels are then
+    dominated by what was learned rather than by the random start, as in TS's long-trained
+    models (a random kernel has no low-rank structure for Tucker to keep)."""
+    for module in network.modules():
+        if isinstance(module, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            module.weight.mul_(INIT_SCALE)
+
+
+def train(model, tmp: Path) -> Path:
+    from TuckerSegmentLib.model_folder_writer import write_model_folder
+    from TuckerSegmentLib.ts_architectures import spec_from_plans
+
+    spacing, _, patch, iterations = SETTINGS["3mm" if model.name == "3mm" else "1.5mm"]
+    plans, dataset_json, cases = _prepare_cases(model, spacing, tmp)
+    classes = len(dataset_json["labels"])
+    spec = spec_from_plans(plans, classes, model.name)
+    torch.manual_seed(model.task_id)
+    network = spec.build("cpu", seed=model.task_id).train()
+    _shrink_initial_kernels(network)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=iterations)
+    generator = torch.Generator().manual_seed(model.task_id)
+    start = time.time()
+    for step in range(iterations):
+        picks = torch.randint(0, len(cases), (2,), generator=generator)
+        batch = [_random_patch(cases[int(i)], patch, generator) for i in picks]
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        loss = _loss(network(x), y, classes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == iterations - 1:
+            print(
+                f"  {model.name} step {step:4d} loss {float(loss):.3f} ({time.time() - start:.0f} s)",
+                flush=True,
+            )
+    network.eval()
+    folder = model.folder(OUT)
+    write_model_folder(folder, plans, dataset_json, network.state_dict(), model.trainer)
+    return folder
+
+
+def main() -> int:
+    sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
+    from TuckerSegmentLib.ts_weights import total_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", nargs="*", help="model names: 3mm organs vertebrae cardiac muscles ribs"
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    models = total_models(True) + total_models(False)
+    for model in models:
+        if args.only and model.name not in args.only:
+            continue
+        print(f"training {model.name} ({model.dataset_folder})", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = train(model, Path(tmp))
+        size = (folder / "fold_0" / "checkpoint_final.pth").stat().st_size
+        print(f"  wrote {folder.relative_to(HERE)} ({size / 1e6:.2f} MB)", flush=True)
+    (OUT / "README.md").write_text(
+        "Test models trained by `Testing/make_test_models.py` on synthetic phantoms "
+        "(TuckerSegmentLib.phantom). Not TotalSegmentator's weights: they know only the "
+        "phantom's structures. Layout: a TOTALSEG_WEIGHTS_PATH with TS's folder names.\n\n"
+        + json.dumps(
+            {
+                "features": FEATURES,
+                "strides": STRIDES,
+                "train_seeds": list(TRAIN_SEEDS),
+                "settings": SETTINGS,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
