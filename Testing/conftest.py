@@ -63,3 +63,32 @@ def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from TuckerSegmentLib.model_folder_writer import write_random_ts_folder
 
     return write_random_ts_folder(tmp_path_factory.mktemp("models") / "Dataset297", "3mm", seed=1)
+
+
+@pytest.fixture(scope="session")
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Environment for CLI runs: a fresh HOME (so the user's TS config is never touched) and a
+    session-wide compressed-model cache."""
+    home = tmp_path_factory.mktemp("home")
+    return {"HOME": str(home), "TUCKERSEGMENT_CACHE": str(home / "cache"), "XDG_CACHE_HOME": ""}
+
+
+@pytest.fixture(scope="session")
+def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A fresh phantom (not one the test models were trained on) at 1.5 mm: CT and truth."""
+    import nibabel as nib
+    from TuckerSegmentLib.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("phantom")
+    ct, truth = make_phantom(4242, spacing=1.5).to_nifti()
+    nib.save(ct, str(folder / "ct.nii.gz"))
+    nib.save(truth, str(folder / "truth.nii.gz"))
+    return folder / "ct.nii.gz", folder / "truth.nii.gz"
+
+
+def load_labels(path: Path):
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(str(path))
+    return np.asanyarray(image.dataobj), image

@@ -25,11 +25,13 @@ def cache_root() -> Path:
     return Path(base) / "tuckersegment"
 
 
-def entry_name(source_sha256: str, settings: CompressionSettings) -> str:
-    return (
+def entry_name(source_sha256: str, settings: CompressionSettings, tuned_for: str = "") -> str:
+    name = (
         f"{source_sha256[:20]}-df{settings.df:g}-rf{settings.rank_floor}-"
         f"{settings.method}-{settings.policy}"
     )
+    # a latency-tuned model depends on the device and precision it was timed on
+    return f"{name}-{tuned_for}" if settings.policy == "latency" else name
 
 
 @dataclass
@@ -41,7 +43,9 @@ class CachedModel:
     seconds: float
 
 
-def compressed_model(model_dir: Path, settings: CompressionSettings) -> CachedModel:
+def compressed_model(
+    model_dir: Path, settings: CompressionSettings, device: str = "cpu", precision: str = "fp32"
+) -> CachedModel:
     """The compressed network for ``model_dir`` and ``settings``: loaded from the cache when
     present, otherwise decomposed and stored."""
     from .compress_folder import compress_model_folder, write_result
@@ -50,14 +54,15 @@ def compressed_model(model_dir: Path, settings: CompressionSettings) -> CachedMo
 
     start = time.perf_counter()
     checkpoint = Path(model_dir) / "fold_0" / "checkpoint_final.pth"
-    path = cache_root() / "models" / entry_name(file_sha256(checkpoint), settings)
+    tuned_for = f"{device}-{precision}"
+    path = cache_root() / "models" / entry_name(file_sha256(checkpoint), settings, tuned_for)
     if (path / "manifest.json").is_file():
         try:
             network, manifest = load_compressed(path)
             return CachedModel(network, manifest, path, True, time.perf_counter() - start)
         except TuckerSegmentError:
             pass  # damaged entry: rebuild it below
-    result = compress_model_folder(model_dir, settings)
+    result = compress_model_folder(model_dir, settings, device, precision)
     write_result(result, path)
     return CachedModel(
         result.network.eval(), result.manifest, path, False, time.perf_counter() - start

@@ -235,7 +235,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         expert_df=args.expert_df,
         rank_floor=args.rank_floor,
         method=args.method,
-        policy="paper" if args.paper else "default",
+        policy="paper" if args.paper else "latency" if args.latency else "default",
         device=args.device,
         precision=args.precision,
         compare=args.compare,
@@ -396,6 +396,78 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="speed of the original and compressed networks on this machine (one patch)",
+        description="Forward time of one TS patch for the original network and each DF, "
+        "interleaved in one run (median of the repeats after a warm-up), with speed-ups, "
+        "params, GFLOPs and peak memory. Seeded random weights at TS's real architecture.",
+    )
+    p.add_argument("--model", choices=("3mm", "1.5mm"), default="3mm")
+    p.add_argument("--expert", default="organs")
+    p.add_argument(
+        "--df", type=_dfs, nargs="+", default=None, help="DFs to time (default 0.9 0.5 0.3 0.1)"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--patch", type=int, nargs=3, help="patch size (default: TS's)")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="latency-aware policy: keep original convs where Tucker is not faster",
+    )
+    p.add_argument("-o", "--output", help="write the rows as CSV")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write a PNG of speed-up and FLOP reduction per DF")
+    p.set_defaults(run=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from .benchmark import format_rows, plot_rows, run_benchmark, save_results
+    from .cache import cache_root
+    from .devices import resolve_device
+    from .info import BENCHMARK_FILE
+    from .precision import resolve_precision
+    from .progress import Progress
+    from .ts_architectures import builtin_spec
+
+    if args.repeats < 1:
+        raise TuckerSegmentError("--repeats must be at least 1")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    spec = builtin_spec(args.model, args.expert)
+    dfs = [d for group in args.df for d in group] if args.df else [0.9, 0.5, 0.3, 0.1]
+    progress = Progress("bar")
+    try:
+        rows = run_benchmark(
+            spec,
+            dfs,
+            device,
+            precision,
+            args.repeats,
+            patch_size=args.patch,
+            progress=lambda f, m: progress.update("benchmark", f, m),
+            policy="latency" if args.latency else "default",
+        )
+    finally:
+        progress.close()
+    save_results(rows, cache_root() / BENCHMARK_FILE)
+    if args.output:
+        with open(args.output, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0].to_json()))
+            writer.writeheader()
+            writer.writerows(r.to_json() for r in rows)
+    if args.plot:
+        plot_rows(rows, Path(args.plot))
+    print(json.dumps([r.to_json() for r in rows]) if args.json else format_rows(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -410,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_info(sub)
     _add_demo(sub)
+    _add_benchmark(sub)
     return parser
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from .compress import CompressionSettings, compress_network
 from .compressed_model import Manifest, save_compressed
 from .counting import count_original_and_compressed
+from .layer_policy import should_factorize
 from .model_folder import open_model_folder
 from .report import CompressionReport, build_report
 
@@ -26,13 +28,31 @@ class CompressionResult:
 
 
 def compress_model_folder(
-    model_dir: str | Path, settings: CompressionSettings
+    model_dir: str | Path,
+    settings: CompressionSettings,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> CompressionResult:
-    """Load ``model_dir``'s checkpoint, decompose it, count before and after."""
+    """Load ``model_dir``'s checkpoint, decompose it, count before and after. With the
+    ``latency`` policy, blocks not faster than their conv on ``device`` are reverted."""
     start = time.perf_counter()
     folder = open_model_folder(model_dir)
     network = folder.load_network("cpu")
+    originals = {n: m for n, m in network.named_modules() if should_factorize(m, settings.policy)}
     layers = compress_network(network, settings, decompose=True)
+    extra: dict[str, Any] = {}
+    if settings.policy == "latency":
+        from .latency_policy import keep_faster_layers
+
+        layers, timings = keep_faster_layers(
+            network.to(device), originals, layers, folder.spec, device, precision
+        )
+        network = network.cpu()
+        extra["tuned_for"] = {
+            "device": device,
+            "precision": precision,
+            "layer_seconds": {k: list(v) for k, v in timings.items()},
+        }
     before, after = count_original_and_compressed(folder.spec, layers)
     report = build_report(before, after, layers)
     manifest = Manifest(
@@ -44,6 +64,7 @@ def compress_model_folder(
             "source_model": folder.path.name,
             "params": {"original": before.params, "compressed": after.params},
             "gflops_per_patch": {"original": before.gflops, "compressed": after.gflops},
+            **extra,
         },
     )
     return CompressionResult(network, manifest, report, time.perf_counter() - start)

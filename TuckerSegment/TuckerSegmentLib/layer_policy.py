@@ -1,7 +1,9 @@
 """Which convolutions get a Tucker block.
 
 ``default``: every 3D (transposed) conv except 1×1×1 convs (the segmentation heads), whose
-factorization only adds work. ``paper``: every 3D conv, as the paper's code did.
+factorization only adds work. ``paper``: every 3D conv, as the paper's code did. ``latency``:
+the default candidates, then each block is kept only where it is faster than the original conv
+on the user's device (see latency_policy.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from torch import nn
 from .errors import TuckerSegmentError
 from .tucker_block import CONV_TYPES
 
-POLICIES = ("default", "paper")
+POLICIES = ("default", "paper", "latency")
 
 
 def check_policy(policy: str) -> str:

@@ -225,7 +225,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
                     df=1.0, compressed=False, params=count.params, gflops_per_patch=count.gflops
                 )
             else:
-                cached = compressed_model(folders[model.name], setting)
+                cached = compressed_model(folders[model.name], setting, device, precision)
                 networks[folders[model.name].resolve()] = cached.network
                 extra = cached.manifest.extra
                 info.update(

@@ -1,0 +1,109 @@
+"""Bad input: a clear one-line error, a non-zero exit, no partial output, the input untouched."""
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import MODELS, run_cli
+
+SEG = [
+    "segment",
+    "--weights-dir",
+    str(MODELS),
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--fast",
+    "--progress",
+    "none",
+]
+
+
+def _nifti(path, data, spacing=3.0):
+    nib.save(nib.Nifti1Image(data, np.diag([spacing] * 3 + [1.0])), str(path))
+    return path
+
+
+def _ct(shape=(40, 40, 40)):
+    return np.full(shape, -1000, dtype=np.int16)
+
+
+def _cases(tmp):
+    ok = _nifti(tmp / "ok.nii.gz", _ct())
+    nan = _ct().astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    (tmp / "text.nii.gz").write_text("not an image")
+    (tmp / "notes.txt").write_text("hello")
+    (tmp / "afile").write_text("x")
+    return {
+        "missing file": ([str(tmp / "nope.nii.gz")], [], "input not found"),
+        "non-image file": ([str(tmp / "text.nii.gz")], [], "cannot read"),
+        "unknown file type": ([str(tmp / "notes.txt")], [], "neither a NIfTI file"),
+        "2D image": (
+            [str(_nifti(tmp / "2d.nii.gz", np.zeros((40, 40), np.int16)))],
+            [],
+            "2D image",
+        ),
+        "single slice": ([str(_nifti(tmp / "slice.nii.gz", _ct((40, 40, 1))))], [], "2D image"),
+        "too small": ([str(_nifti(tmp / "small.nii.gz", _ct((5, 40, 40))))], [], "too small"),
+        "NaN voxels": ([str(_nifti(tmp / "nan.nii.gz", nan))], [], "NaN"),
+        "DF 0": ([str(ok)], ["--df", "0"], "DF must be in (0, 1]"),
+        "DF above 1": ([str(ok)], ["--df", "1.5"], "DF must be in (0, 1]"),
+        "unknown expert": ([str(ok)], ["--expert-df", "brain=0.3"], "unknown expert brain"),
+        "fp16 on CPU": ([str(ok)], ["--precision", "fp16"], "fp16 is not supported on the CPU"),
+        "output folder missing": (
+            [str(ok)],
+            ["-o", str(tmp / "no" / "out.nii.gz")],
+            "output folder does not exist",
+        ),
+        "output under a file": (
+            [str(ok)],
+            ["-o", str(tmp / "afile" / "out.nii.gz")],
+            "output folder does not exist",
+        ),
+        "output type": ([str(ok)], ["-o", str(tmp / "out.png")], "must end in .nii.gz"),
+        "output is input": ([str(ok)], ["-o", str(ok)], "output must differ from the input"),
+        "no weights": ([str(ok)], ["--weights-dir", str(tmp)], "totalseg_download_weights"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "non-image file",
+        "unknown file type",
+        "2D image",
+        "single slice",
+        "too small",
+        "NaN voxels",
+        "DF 0",
+        "DF above 1",
+        "unknown expert",
+        "fp16 on CPU",
+        "output folder missing",
+        "output under a file",
+        "output type",
+        "output is input",
+        "no weights",
+    ],
+)
+def test_bad_input(case, tmp_path, isolated_home):
+    inputs, extra, message = _cases(tmp_path)[case]
+    before = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    args = [*SEG, "-i", *inputs]
+    if "-o" not in extra:
+        args += ["-o", str(tmp_path / "result.nii.gz")]
+    result = run_cli(*args, *extra, env=isolated_home)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tucker-segment: error:") and message in last, result.stderr
+    assert "Traceback" not in result.stderr
+    after = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    assert after == before, "no output written and no input modified"

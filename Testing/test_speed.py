@@ -1,0 +1,83 @@
+"""The benchmark command and the latency-aware policy: correctness, not timing."""
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import run_cli
+from TuckerSegmentLib.compress import CompressionSettings, compress_network
+from TuckerSegmentLib.latency_policy import keep_faster_layers, layer_input_shapes
+from TuckerSegmentLib.layer_policy import should_factorize
+from TuckerSegmentLib.ts_architectures import old_format_plans, spec_from_plans
+from TuckerSegmentLib.tucker_block import TuckerConv3d
+
+
+def _small_spec():
+    plans = old_format_plans([8, 16, 32], [1, 2, 2], [32, 32, 32], [3.0] * 3, "Dataset999_small")
+    return spec_from_plans(plans, 5, "small")
+
+
+def test_layer_input_shapes_follow_the_patch():
+    spec = _small_spec()
+    shapes = layer_input_shapes(spec, ["encoder.stages.0.0.convs.0.conv", "decoder.transpconvs.0"])
+    assert shapes["encoder.stages.0.0.convs.0.conv"] == (1, 1, 32, 32, 32)
+    assert shapes["decoder.transpconvs.0"] == (1, 32, 8, 8, 8)
+
+
+def test_latency_policy_keeps_exact_blocks_or_exact_originals():
+    spec = _small_spec()
+    reference = spec.build("cpu", seed=3)
+    network = spec.build("cpu", seed=3)
+    originals = {n: m for n, m in network.named_modules() if should_factorize(m, "latency")}
+    layers = compress_network(network, CompressionSettings(df=0.5, rank_floor=2, policy="latency"))
+    plain = spec.build("cpu", seed=3)
+    compress_network(plain, CompressionSettings(df=0.5, rank_floor=2))
+    kept, timings = keep_faster_layers(network, originals, layers, spec, repeats=1)
+    assert set(timings) == {layer.name for layer in layers}
+    modules, plain_modules = dict(network.named_modules()), dict(plain.named_modules())
+    reference_modules = dict(reference.named_modules())
+    x = torch.randn(1, 1, 16, 16, 16)
+    kept_names = {layer.name for layer in kept}
+    for layer in layers:
+        module = modules[layer.name]
+        if layer.name in kept_names:
+            assert isinstance(module, TuckerConv3d)
+            want = plain_modules[layer.name]
+        else:
+            assert module is originals[layer.name]
+            want = reference_modules[layer.name]
+        shape = (1, module.in_channels, 8, 8, 8)
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(module(x), want(x), rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_command_reports_and_saves_rows(isolated_home):
+    result = run_cli(
+        "benchmark",
+        "--model",
+        "3mm",
+        "--df",
+        "0.5",
+        "0.1",
+        "--patch",
+        "32",
+        "32",
+        "32",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        env=isolated_home,
+        check=True,
+    )
+    rows = json.loads(result.stdout)
+    assert [r["df"] for r in rows] == [1.0, 0.5, 0.1]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["variant"] == "original"
+    assert rows[1]["params"] < rows[0]["params"] and rows[2]["gflops"] < rows[1]["gflops"]
+    assert all(r["median_ms"] > 0 and r["device"] == "cpu" for r in rows)
+    saved = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "benchmark.json"
+    assert json.loads(saved.read_text())["rows"] == rows
+    info = json.loads(run_cli("info", "--json", env=isolated_home, check=True).stdout)
+    assert info["benchmark"] == str(saved)

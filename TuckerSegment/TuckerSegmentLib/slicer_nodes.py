@@ -1,0 +1,102 @@
+"""MRML helpers: segmentation nodes with TS names and fixed colors, the agreement table, the
+side-by-side review layout. ``slicer`` is imported inside the functions only, so this module
+imports anywhere; the functions take the scene they work on (tested headless with slicer-core).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _slicer():
+    import slicer  # noqa: PLC0415  (Slicer, or slicer-core's headless MRML)
+
+    return slicer
+
+
+def labels_to_segmentation_node(
+    scene: Any, labels: np.ndarray, ijk_to_ras: np.ndarray, name: str, reference_volume=None
+):
+    """A vtkMRMLSegmentationNode with one segment per TS structure present (TS names, the
+    project's fixed colors, label value = TS id)."""
+    import vtk
+    from vtk.util import numpy_support
+
+    from .structures import structure_colors, structure_names
+
+    slicer = _slicer()
+    names, colors = structure_names(), structure_colors()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    ijk_to_ras_matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            ijk_to_ras_matrix.SetElement(r, c, float(ijk_to_ras[r, c]))
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    for label in present:
+        mask = (labels == label).astype(np.uint8)
+        image = slicer.vtkOrientedImageData()
+        image.SetDimensions(*mask.shape)
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        flat = mask.transpose(2, 1, 0).ravel()  # VTK order: i fastest
+        image.GetPointData().SetScalars(
+            numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+        )
+        image.SetImageToWorldMatrix(ijk_to_ras_matrix)
+        segment_name = names.get(label, f"label_{label}")
+        segment_id = segmentation.AddEmptySegment(
+            segment_name, segment_name, list(colors.get(label, (0.5, 0.5, 0.5)))
+        )
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+        )
+    if reference_volume is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    return node
+
+
+def load_result(scene: Any, path: Path, name: str, reference_volume=None):
+    """Load a TuckerSegment/TS result (.nii.gz or .seg.nrrd) as a segmentation node."""
+    from .compare_files import read_labels
+
+    labels, affine = read_labels(Path(path))
+    return labels_to_segmentation_node(scene, labels, affine, name, reference_volume)
+
+
+def agreement_table_node(scene: Any, report, name: str = "TuckerSegment agreement"):
+    """A table node: structure, Dice, NSD, volumes and their difference, worst Dice first."""
+    import vtk
+
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    columns = [
+        ("Structure", vtk.vtkStringArray),
+        ("Dice", vtk.vtkDoubleArray),
+        ("NSD 3 mm", vtk.vtkDoubleArray),
+        ("Original ml", vtk.vtkDoubleArray),
+        ("Compressed ml", vtk.vtkDoubleArray),
+        ("Volume difference %", vtk.vtkDoubleArray),
+    ]
+    arrays = []
+    for title, kind in columns:
+        array = kind()
+        array.SetName(title)
+        arrays.append(array)
+    for s in sorted(report.present(), key=lambda s: (s.dice, s.name)):
+        arrays[0].InsertNextValue(s.name)
+        arrays[1].InsertNextValue(s.dice)
+        arrays[2].InsertNextValue(s.nsd)
+        arrays[3].InsertNextValue(s.volume_a_ml)
+        arrays[4].InsertNextValue(s.volume_b_ml)
+        diff = (
+            100.0 * (s.volume_b_ml - s.volume_a_ml) / s.volume_a_ml
+            if s.volume_a_ml
+            else float("nan")
+        )
+        arrays[5].InsertNextValue(diff)
+    for array in arrays:
+        table.AddColumn(array)
+    return table
