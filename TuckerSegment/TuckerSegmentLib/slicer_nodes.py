@@ -12,9 +12,23 @@ import numpy as np
 
 
 def _slicer():
-    import slicer  # noqa: PLC0415  (Slicer, or slicer-core's headless MRML)
+    import slicer  # Slicer, or slicer-core's headless MRML
 
+    _ensure_converter_rules(slicer)
     return slicer
+
+
+def _ensure_converter_rules(slicer) -> None:  # noqa: ANN001
+    """Slicer's Segmentations module registers the representation converters at start-up;
+    headless MRML (slicer-core) has none until they are registered here."""
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if factory.GetConverterRules():
+        return
+    for rule in (
+        slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+        slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
+    ):
+        factory.RegisterConverterRule(rule())
 
 
 def labels_to_segmentation_node(
