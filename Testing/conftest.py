@@ -48,10 +48,21 @@ def _no_network(_guard_environment: Path) -> None:
         pytest.fail("network access attempted:\n" + ("".join(new) or logged), pytrace=False)
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+MODELS = TESTING / "models"
+
+
+def run_cli(
+    *args: str, check: bool = False, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed ``tucker-segment`` command in a child process."""
     exe = Path(sys.executable).with_name("tucker-segment")
-    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"tucker-segment {' '.join(args)} failed:\n{result.stderr}")
     return result

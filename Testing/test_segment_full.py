@@ -17,8 +17,6 @@ SEG = [
     "cpu",
     "--precision",
     "fp32",
-    "--rank-floor",
-    "4",
     "--progress",
     "none",
 ]

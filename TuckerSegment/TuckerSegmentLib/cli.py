@@ -199,6 +199,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
     p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
     p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="keep each original conv whose Tucker block is not faster on this device "
+        "(timed once, cached)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     p.add_argument(

@@ -19,7 +19,6 @@ from .errors import TuckerSegmentError
 from .progress import Progress
 
 DEMO_SEED = 2026
-DEMO_RANK_FLOOR = 4  # the test models are narrow (8-64 channels); 8 would leave early layers whole
 
 
 def demo_models_dir() -> Path:
@@ -72,7 +71,6 @@ def run_demo(
             output=output,
             fast=not full,
             df=df,
-            rank_floor=DEMO_RANK_FLOOR,
             device=device,
             precision=precision,
             compare=True,
