@@ -49,6 +49,8 @@ def _no_network(_guard_environment: Path) -> None:
 
 
 MODELS = TESTING / "models"
+# `segment` on the committed test models, on the CPU in fp32 (what every test machine has)
+SEGMENT_CPU = ["segment", "--weights-dir", str(MODELS), "--device", "cpu", "--precision", "fp32"]
 
 
 def run_cli(

@@ -5,20 +5,9 @@ import hashlib
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import MODELS, run_cli
+from conftest import SEGMENT_CPU, run_cli
 
-SEG = [
-    "segment",
-    "--weights-dir",
-    str(MODELS),
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--fast",
-    "--progress",
-    "none",
-]
+SEG = [*SEGMENT_CPU, "--fast", "--progress", "none"]
 
 
 def _nifti(path, data, spacing=3.0):

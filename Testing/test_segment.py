@@ -7,19 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS, SHARED, load_labels, run_cli
+from conftest import SEGMENT_CPU, SHARED, load_labels, run_cli
 from TuckerSegmentLib.demo import truth_dice
 from TuckerSegmentLib.structures import structure_names
 
-SEG = [
-    "segment",
-    "--weights-dir",
-    str(MODELS),
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-]
+SEG = [*SEGMENT_CPU]
 # Thresholds measured on this phantom with the committed 3 mm test model (a small network at a
 # coarse grid; see README "Test models"), with a margin: DF 0.5 vs original, and original vs truth.
 AGREEMENT_DF_HALF = {

@@ -5,21 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import MODELS, load_labels, run_cli
+from conftest import MODELS, SEGMENT_CPU, load_labels, run_cli
 from TuckerSegmentLib.demo import truth_dice
 from TuckerSegmentLib.structures import structure_names
 
-SEG = [
-    "segment",
-    "--weights-dir",
-    str(MODELS),
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--progress",
-    "none",
-]
+SEG = [*SEGMENT_CPU, "--progress", "none"]
 
 
 def _plain_totalsegmentator(ct_path, fast, cache_dir):

@@ -20,6 +20,7 @@ from torch import nn
 from .compress import CompressionSettings, compress_network
 from .counting import count_network
 from .network_spec import NetworkSpec
+from .precision import autocast
 
 
 @dataclass
@@ -63,11 +64,7 @@ def _rss_kib(field: str) -> int | None:
 
 
 def _forward(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> None:
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    with (
-        torch.no_grad(),
-        torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None),
-    ):
+    with torch.no_grad(), autocast(device, precision):
         network(x)
     if device == "cuda":
         torch.cuda.synchronize()

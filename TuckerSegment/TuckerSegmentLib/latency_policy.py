@@ -15,6 +15,7 @@ from torch import nn
 
 from .compress import LayerRanks, _replace_everywhere
 from .network_spec import NetworkSpec
+from .precision import autocast
 
 
 def layer_input_shapes(spec: NetworkSpec, names: list[str]) -> dict[str, tuple[int, ...]]:
@@ -22,13 +23,14 @@ def layer_input_shapes(spec: NetworkSpec, names: list[str]) -> dict[str, tuple[i
     network = spec.build("meta")
     modules = dict(network.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = [
-        modules[name].register_forward_pre_hook(
-            lambda m, args, name=name: shapes.setdefault(name, tuple(args[0].shape))
-        )
-        for name in names
-        if name in modules
-    ]
+
+    def record(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple) -> None:  # a pre-hook must return None
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(record(n)) for n in names if n in modules]
     with torch.no_grad():
         network(torch.empty(1, spec.input_channels, *spec.patch_size, device="meta"))
     for handle in handles:
@@ -39,12 +41,8 @@ def layer_input_shapes(spec: NetworkSpec, names: list[str]) -> dict[str, tuple[i
 def _median_time(
     module: nn.Module, x: torch.Tensor, device: str, precision: str, repeats: int
 ) -> float:
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     runs = []
-    with (
-        torch.no_grad(),
-        torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None),
-    ):
+    with torch.no_grad(), autocast(device, precision):
         for i in range(repeats + 1):
             if device == "cuda":
                 torch.cuda.synchronize()

@@ -38,6 +38,12 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def autocast(device_type: str, precision: str):  # noqa: ANN201
+    """Autocast to fp16/bf16, or autocast switched off for fp32."""
+    dtype = _DTYPES.get(precision)
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 class PrecisionNetwork(nn.Module):
     """Runs the wrapped network under the chosen precision and counts forward passes."""
 
