@@ -67,3 +67,35 @@ def test_cli_command_runs_the_real_cli(isolated_home):
     assert run.wait(timeout=120) == 0
     assert run.state.events == []  # stats prints a JSON list, which is no progress event
     assert json.loads(run.state.log[-1])[0]["df"] == 1.0
+
+
+def test_cancelling_a_real_segment_run_leaves_nothing(phantom_files, isolated_home, tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from conftest import SEGMENT_CPU
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    temp_before = set(Path(tempfile.gettempdir()).glob("nnunet_tmp_*"))
+    args = [
+        *SEGMENT_CPU[1:],
+        "-i",
+        str(phantom_files[0]),
+        "-o",
+        str(out_dir / "seg.nii.gz"),
+        "--fast",
+        "--df",
+        "0.5",
+        "--progress",
+        "json",
+    ]
+    run = SegmentProcess(cli_command(["segment", *args]), env=isolated_home)
+    deadline = time.monotonic() + 300
+    while (run.latest is None or run.latest.stage != "segment") and time.monotonic() < deadline:
+        assert run.poll() is None, run.state.log
+        time.sleep(0.1)
+    run.cancel(grace_seconds=10)
+    assert run.state.cancelled and run.state.returncode != 0
+    assert list(out_dir.iterdir()) == []
+    assert set(Path(tempfile.gettempdir()).glob("nnunet_tmp_*")) <= temp_before

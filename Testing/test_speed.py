@@ -81,3 +81,32 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
     assert json.loads(saved.read_text())["rows"] == rows
     info = json.loads(run_cli("info", "--json", env=isolated_home, check=True).stdout)
     assert info["benchmark"] == str(saved)
+
+
+def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isolated_home, tmp_path):
+    from conftest import SEGMENT_CPU
+
+    out = tmp_path / "latency.nii.gz"
+    result = run_cli(
+        *SEGMENT_CPU,
+        "-i",
+        str(phantom_files[0]),
+        "-o",
+        str(out),
+        "--fast",
+        "--df",
+        "0.5",
+        "--latency",
+        "--progress",
+        "none",
+        env=isolated_home,
+    )
+    assert result.returncode == 0, result.stderr
+    model = json.loads(out.with_name("latency.json").read_text())["models"]["3mm"]
+    entry = Path(model["cache_entry"])
+    assert entry.name.endswith("-latency-cpu-fp32")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    tuned = manifest["tuned_for"]
+    assert tuned["device"] == "cpu" and tuned["precision"] == "fp32"
+    assert len(tuned["layer_seconds"]) == 17  # every candidate layer was timed both ways
+    assert len(manifest["layers"]) == len(model["ranks"]) <= 17
