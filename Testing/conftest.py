@@ -70,6 +70,13 @@ def run_cli(
     return result
 
 
+def run_segment(
+    ct: Path, output: Path, *args: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``tucker-segment segment -i CT -o OUTPUT ARGS`` on the test models (CPU, fp32)."""
+    return run_cli(*SEGMENT_CPU, "-i", str(ct), "-o", str(output), *args, env=env)
+
+
 @pytest.fixture(scope="session")
 def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A full-size TS 3 mm model folder (Dataset297 layout) with seeded random weights."""

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SEGMENT_CPU, SHARED, load_labels, run_cli
+from conftest import SHARED, load_labels, run_segment
 from TuckerSegmentLib.demo import truth_dice
 from TuckerSegmentLib.structures import structure_names
 
-SEG = [*SEGMENT_CPU]
 # Thresholds measured on this phantom with the committed 3 mm test model (a small network at a
 # coarse grid; see README "Test models"), with a margin: DF 0.5 vs original, and original vs truth.
 AGREEMENT_DF_HALF = {
@@ -37,12 +36,9 @@ ORIGINAL_VS_TRUTH = {
 def fast_run(phantom_files, isolated_home, tmp_path_factory):
     ct, _ = phantom_files
     out = tmp_path_factory.mktemp("fast") / "fast.nii.gz"
-    result = run_cli(
-        *SEG,
-        "-i",
-        str(ct),
-        "-o",
-        str(out),
+    result = run_segment(
+        ct,
+        out,
         "--fast",
         "--df",
         "0.5",
@@ -141,12 +137,9 @@ def test_second_run_loads_the_compressed_model_from_the_cache(
     fast_run, phantom_files, isolated_home, tmp_path
 ):
     out = tmp_path / "again.seg.nrrd"
-    result = run_cli(
-        *SEG,
-        "-i",
-        str(phantom_files[0]),
-        "-o",
-        str(out),
+    result = run_segment(
+        phantom_files[0],
+        out,
         "--fast",
         "--df",
         "0.5",
@@ -175,12 +168,9 @@ def test_second_run_loads_the_compressed_model_from_the_cache(
 def test_dicom_series_input(isolated_home, tmp_path):
     out = tmp_path / "dicom.nii.gz"
     series = SHARED / "example_ct_dicom"
-    result = run_cli(
-        *SEG,
-        "-i",
-        str(series),
-        "-o",
-        str(out),
+    result = run_segment(
+        series,
+        out,
         "--fast",
         "--df",
         "0.3",
@@ -203,12 +193,9 @@ def test_four_d_mr_like_image_is_segmented_with_warnings(phantom_files, isolated
     source = tmp_path / "mr4d.nii.gz"
     nib.save(four_d, str(source))
     out = tmp_path / "mr4d_seg.nii.gz"
-    result = run_cli(
-        *SEG,
-        "-i",
-        str(source),
-        "-o",
-        str(out),
+    result = run_segment(
+        source,
+        out,
         "--fast",
         "--df",
         "0.3",

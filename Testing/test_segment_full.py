@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import MODELS, SEGMENT_CPU, load_labels, run_cli
+from conftest import MODELS, SEGMENT_CPU, load_labels, run_cli, run_segment
 from TuckerSegmentLib.demo import truth_dice
 from TuckerSegmentLib.structures import structure_names
 
@@ -58,12 +58,11 @@ def test_df_one_gives_labels_identical_to_plain_ts(fast, phantom_files, isolated
 
 def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home, tmp_path):
     out = tmp_path / "full.seg.nrrd"
-    result = run_cli(
-        *SEG,
-        "-i",
-        str(phantom_files[0]),
-        "-o",
-        str(out),
+    result = run_segment(
+        phantom_files[0],
+        out,
+        "--progress",
+        "none",
         "--df",
         "0.5",
         "--expert-df",

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_segment
 from TuckerSegmentLib.compress import CompressionSettings, compress_network
 from TuckerSegmentLib.latency_policy import keep_faster_layers, layer_input_shapes
 from TuckerSegmentLib.layer_policy import should_factorize
@@ -84,15 +84,11 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
 
 
 def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isolated_home, tmp_path):
-    from conftest import SEGMENT_CPU
 
     out = tmp_path / "latency.nii.gz"
-    result = run_cli(
-        *SEGMENT_CPU,
-        "-i",
-        str(phantom_files[0]),
-        "-o",
-        str(out),
+    result = run_segment(
+        phantom_files[0],
+        out,
         "--fast",
         "--df",
         "0.5",
