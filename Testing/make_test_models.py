@@ -31,8 +31,8 @@ TRAIN_SEEDS = range(100, 116)  # phantoms for training; tests evaluate on other 
 FEATURES = [8, 16, 32, 64]
 STRIDES = [1, 2, 2, 2]
 SETTINGS = {  # name: (spacing mm, plans patch size, training patch size, iterations)
-    "3mm": (3.0, [48, 48, 48], [48, 48, 48], 500),
-    "1.5mm": (1.5, [64, 64, 64], [56, 56, 56], 400),
+    "3mm": (3.0, [48, 48, 48], [48, 48, 48], 1200),
+    "1.5mm": (1.5, [64, 64, 64], [64, 64, 64], 900),
 }
 
 
@@ -160,7 +160,7 @@ def _spectral_penalty(network) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
-def train(model, tmp: Path) -> Path:
+def train(model, tmp: Path, out: Path) -> Path:
     from TuckerSegmentLib.model_folder_writer import write_model_folder
     from TuckerSegmentLib.ts_architectures import spec_from_plans
 
@@ -190,7 +190,7 @@ def train(model, tmp: Path) -> Path:
                 flush=True,
             )
     network.eval()
-    folder = model.folder(OUT)
+    folder = model.folder(out)
     write_model_folder(folder, plans, dataset_json, network.state_dict(), model.trainer)
     return folder
 
@@ -203,6 +203,7 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="*", help="model names: 3mm organs vertebrae cardiac muscles ribs"
     )
+    parser.add_argument("--out", type=Path, default=OUT, help="weights folder to write")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -213,10 +214,10 @@ def main() -> int:
             continue
         print(f"training {model.name} ({model.dataset_folder})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = train(model, Path(tmp))
+            folder = train(model, Path(tmp), args.out)
         size = (folder / "fold_0" / "checkpoint_final.pth").stat().st_size
-        print(f"  wrote {folder.relative_to(HERE)} ({size / 1e6:.2f} MB)", flush=True)
-    (OUT / "README.md").write_text(
+        print(f"  wrote {folder} ({size / 1e6:.2f} MB)", flush=True)
+    (args.out / "README.md").write_text(
         "Test models trained by `Testing/make_test_models.py` on synthetic phantoms "
         "(TuckerSegmentLib.phantom). Not TotalSegmentator's weights: they know only the "
         "phantom's structures. Layout: a TOTALSEG_WEIGHTS_PATH with TS's folder names.\n\n"

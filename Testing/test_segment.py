@@ -78,6 +78,8 @@ def test_sidecar_records_the_run(fast_run):
     assert model["params"] < model["params_original"]
     assert all(len(r) == 3 for r in model["ranks"]) and len(model["ranks"]) == 17
     assert sidecar["device"] == "cpu" and sidecar["precision"] == "fp32"
+    assert model["runtime"] == "fused" and sidecar["settings"]["runtime"] == "fused"
+    assert sidecar["settings"]["allocator"] == "reuse"
     assert {
         "load_input_s",
         "compress_s",
@@ -163,6 +165,34 @@ def test_second_run_loads_the_compressed_model_from_the_cache(
         assert names[segment["labelValue"]] == segment["name"]
         assert len(segment["color"]) == 3
     assert np.array_equal(seg["voxels"], first)
+
+
+def test_eager_runtime_gives_the_labels_of_the_fused_runtime(
+    fast_run, phantom_files, isolated_home, tmp_path
+):
+    out = tmp_path / "eager.nii.gz"
+    result = run_segment(
+        phantom_files[0],
+        out,
+        "--fast",
+        "--df",
+        "0.5",
+        "--runtime",
+        "eager",
+        "--allocator",
+        "default",
+        "--progress",
+        "none",
+        env=isolated_home,
+    )
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_name("eager.json").read_text())
+    assert sidecar["models"]["3mm"]["runtime"] == "eager"
+    assert sidecar["settings"]["allocator"] == "default"
+    eager, _ = load_labels(out)
+    fused, _ = load_labels(fast_run[0])
+    # same network, same math: only fp32 rounding may flip a voxel whose top two logits tie
+    assert np.mean(eager == fused) > 0.9999
 
 
 def test_dicom_series_input(isolated_home, tmp_path):

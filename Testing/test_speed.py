@@ -73,14 +73,49 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
         check=True,
     )
     rows = json.loads(result.stdout)
-    assert [r["df"] for r in rows] == [1.0, 0.5, 0.1]
+    assert [(r["df"], r["runtime"]) for r in rows] == [
+        (1.0, "eager"),  # the original as TS runs it: every speed-up is against this row
+        (1.0, "fused"),  # the original under the fused runtime: what the runtime alone gives
+        (0.5, "fused"),
+        (0.1, "fused"),
+    ]
     assert rows[0]["speedup"] == 1.0 and rows[0]["variant"] == "original"
-    assert rows[1]["params"] < rows[0]["params"] and rows[2]["gflops"] < rows[1]["gflops"]
+    assert rows[1]["params"] == rows[0]["params"]
+    assert rows[2]["params"] < rows[0]["params"] and rows[3]["gflops"] < rows[2]["gflops"]
     assert all(r["median_ms"] > 0 and r["device"] == "cpu" for r in rows)
+    assert {r["allocator"] for r in rows} == {"reuse"}
     saved = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "benchmark.json"
     assert json.loads(saved.read_text())["rows"] == rows
     info = json.loads(run_cli("info", "--json", env=isolated_home, check=True).stdout)
     assert info["benchmark"] == str(saved)
+
+
+def test_benchmark_eager_runtime_and_default_allocator(isolated_home):
+    result = run_cli(
+        "benchmark",
+        "--df",
+        "0.5",
+        "--patch",
+        "32",
+        "32",
+        "32",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--runtime",
+        "eager",
+        "--allocator",
+        "default",
+        "--json",
+        env=isolated_home,
+        check=True,
+    )
+    rows = json.loads(result.stdout)
+    assert [(r["df"], r["runtime"], r["allocator"]) for r in rows] == [
+        (1.0, "eager", "default"),
+        (0.5, "eager", "default"),
+    ]
 
 
 def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isolated_home, tmp_path):

@@ -37,6 +37,8 @@ class BenchmarkRow:
     device: str
     precision: str
     variant: str = "default"  # layer policy of the compressed rows; "original" for DF 1
+    runtime: str = "eager"  # "fused": cpu_fusion's execution of the same network
+    allocator: str = "default"  # "reuse": freed memory kept for reuse (allocator.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,14 +95,21 @@ def build_variants(
     policy: str = "default",
     seed: int = 0,
     rank_floor: int = 8,
-) -> list[tuple[float, nn.Module]]:
-    """The original network (seeded random weights) and one compressed copy per DF."""
+    runtime: str = "eager",
+) -> list[tuple[float, str, nn.Module]]:
+    """(DF, runtime, network): the original network as TS runs it (seeded random weights),
+    with the fused runtime also the original under it, then one compressed copy per DF."""
     import copy
 
+    from .cpu_fusion import fuse
     from .layer_policy import should_factorize
 
     original = spec.build("cpu", seed=seed).to(device).eval()
-    variants: list[tuple[float, nn.Module]] = [(1.0, original)]
+    variants: list[tuple[float, str, nn.Module]] = [(1.0, "eager", original)]
+    if runtime == "fused":
+        fused_original = copy.deepcopy(original)
+        if fuse(fused_original):
+            variants.append((1.0, "fused", fused_original))
     for df in dfs:
         network = copy.deepcopy(original).cpu()
         originals = {n: m for n, m in network.named_modules() if should_factorize(m, policy)}
@@ -112,7 +121,8 @@ def build_variants(
             from .latency_policy import keep_faster_layers
 
             keep_faster_layers(network, originals, layers, spec, device, precision)
-        variants.append((df, network))
+        used = "fused" if runtime == "fused" and fuse(network) else "eager"
+        variants.append((df, used, network))
     return variants
 
 
@@ -126,23 +136,32 @@ def run_benchmark(
     patch_size: list[int] | None = None,
     progress=None,  # noqa: ANN001
     policy: str = "default",
+    runtime: str = "eager",
+    allocator: str = "default",
 ) -> list[BenchmarkRow]:
-    """Time the original and each DF on one patch; rows in the order original, then ``dfs``."""
+    """Time the original and each DF on one patch; rows in the order original, (original under
+    the fused runtime,) then ``dfs``. Speed-ups are against the original as TS runs it."""
     patch = list(patch_size or spec.patch_size)
     if patch != list(spec.patch_size):
         from dataclasses import replace
 
         spec = replace(spec, patch_size=patch)
-    variants = build_variants(spec, dfs, device, precision, policy)
+    variants = build_variants(spec, dfs, device, precision, policy, runtime=runtime)
     x = torch.randn(1, spec.input_channels, *patch, device=device)
-    counts = [count_network(net, patch, spec.input_channels) for _, net in variants]
-    memory = [_peak_memory(net, x, device, precision) for _, net in variants]
+    counts = [count_network(net, patch, spec.input_channels) for _, _, net in variants]
+    memory = [_peak_memory(net, x, device, precision) for _, _, net in variants]
+    if allocator == "reuse" and device == "cpu":  # after the memory readings: RSS stays high
+        from .allocator import keep_freed_memory
+
+        allocator = "reuse" if keep_freed_memory() else "default"
+    else:
+        allocator = "default"
     for _ in range(warmup):
-        for _, net in variants:
+        for _, _, net in variants:
             _forward(net, x, device, precision)
     times: list[list[float]] = [[] for _ in variants]
     for r in range(repeats):
-        for i, (_, net) in enumerate(variants):
+        for i, (_, _, net) in enumerate(variants):
             start = time.perf_counter()
             _forward(net, x, device, precision)
             times[i].append(time.perf_counter() - start)
@@ -161,23 +180,28 @@ def run_benchmark(
             device,
             precision,
             "original" if df == 1.0 else policy,
+            used,
+            allocator,
         )
-        for (df, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
+        for (df, used, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
     ]
 
 
 def format_rows(rows: list[BenchmarkRow]) -> str:
     """Table 2 layout: DF, M-params, GFLOPs, median ms, speed-up, peak memory."""
     head = rows[0]
+    memory = "freed memory reused" if head.allocator == "reuse" else "default allocator"
     lines = [
-        f"{head.model} on {head.device} ({head.precision}), one patch, median of the repeats",
-        f"{'DF':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} {'speed-up':>9} {'peak MiB':>9}",
+        f"{head.model} on {head.device} ({head.precision}, {memory}), one patch, "
+        "median of the repeats",
+        f"{'DF':>8} {'runtime':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} {'speed-up':>9} "
+        f"{'peak MiB':>9}",
     ]
     for row in rows:
         label = "original" if row.df == 1.0 else f"{row.df:g}"
         mem = "" if row.peak_memory_mib is None else f"{row.peak_memory_mib:.0f}"
         lines.append(
-            f"{label:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
+            f"{label:>8} {row.runtime:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
             f"{row.median_ms:>9.1f} {row.speedup:>8.2f}× {mem:>9}"
         )
     return "\n".join(lines)

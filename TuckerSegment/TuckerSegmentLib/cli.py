@@ -205,8 +205,23 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="keep each original conv whose Tucker block is not faster on this device "
         "(timed once, cached)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fused (default): compressed networks run with instance norm folded into the "
+        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
+        "tolerance); eager: module by module as PyTorch runs them",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument(
+        "--allocator",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse (default, Linux): keep freed memory for the next patch instead of "
+        "page-faulting through fresh memory; default: the C library's behaviour",
+    )
     p.add_argument(
         "--compare",
         action="store_true",
@@ -245,6 +260,8 @@ def _run_segment(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compare=args.compare,
+        runtime=args.runtime,
+        allocator=args.allocator,
         download=args.download,
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
     )
@@ -425,6 +442,21 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="latency-aware policy: keep original convs where Tucker is not faster",
     )
+    p.add_argument(
+        "--runtime",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fused (default): compressed networks run with instance norm folded into the "
+        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
+        "tolerance); eager: module by module as PyTorch runs them",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse (default, Linux): keep freed memory for the next patch instead of "
+        "page-faulting through fresh memory; default: the C library's behaviour",
+    )
     p.add_argument("-o", "--output", help="write the rows as CSV")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write a PNG of speed-up and FLOP reduction per DF")
@@ -460,6 +492,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             patch_size=args.patch,
             progress=lambda f, m: progress.update("benchmark", f, m),
             policy="latency" if args.latency else "default",
+            runtime=args.runtime,
+            allocator=args.allocator,
         )
     finally:
         progress.close()

@@ -42,6 +42,8 @@ class SegmentOptions:
     device: str = "auto"
     precision: str = "auto"
     compare: bool = False
+    runtime: str = "fused"
+    allocator: str = "reuse"
     download: bool = False
     weights_dir: Path | None = None
 
@@ -176,8 +178,10 @@ def _run_ts(
 def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Segment ``options.input`` and write ``options.output`` (+ sidecar, + comparison)."""
     from .agreement import compare_labels
+    from .allocator import keep_freed_memory
     from .cache import compressed_model
     from .compressed_model import library_versions
+    from .cpu_fusion import fuse
     from .devices import resolve_device
     from .input_image import load_ct
     from .model_folder import open_model_folder
@@ -196,6 +200,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
     _check_paths(options)
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
+    allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
 
     progress.update("load", 0.0, f"reading {options.input.name}")
     ct = load_ct(options.input)
@@ -226,7 +231,12 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
                 )
             else:
                 cached = compressed_model(folders[model.name], setting, device, precision)
-                networks[folders[model.name].resolve()] = cached.network
+                network = cached.network
+                if options.runtime == "fused" and device == "cpu" and precision == "fp32":
+                    info["runtime"] = "fused" if fuse(network) else "eager"
+                else:
+                    info["runtime"] = "eager"
+                networks[folders[model.name].resolve()] = network
                 extra = cached.manifest.extra
                 info.update(
                     df=setting.df,
@@ -289,6 +299,8 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
             "rank_floor": options.rank_floor,
             "method": options.method,
             "layer_policy": options.policy,
+            "runtime": options.runtime,
+            "allocator": allocator,
         },
         "models": model_info,
         "patches": run_stats["patches"],

@@ -1,0 +1,319 @@
+"""Fused CPU execution of a Tucker-compressed nnU-Net (same math, less memory traffic).
+
+At full resolution a TS network is memory-bound on a CPU: every 1×1×1 conv, instance norm and
+activation streams a tensor of 1.6 M voxels × C channels. Tucker blocks add two such passes per
+conv, which is why the plain blocks barely beat the original there. This module runs the same
+network with fewer passes, without changing what it computes (fp32 tolerance):
+
+- channels-last layout throughout, so 1×1×1 convs are plain matrix products (no reorders);
+- instance norm folded into the Tucker block's last 1×1×1 conv: the output's mean and variance
+  follow from the rank-R core output's mean and R×R Gram matrix (mean W·μ + b, variance
+  diag(W Σ Wᵀ)), so the C-channel output is written once, normalized, then activated in place;
+- in the decoder, transposed conv, skip concatenation and the next block's first 1×1×1 conv are
+  one linear map, applied without building the concatenated tensor;
+- the 1×1×1 segmentation head is one matrix product writing nnU-Net's layout directly.
+
+Applied by switching module classes (the state dict is unchanged). Only for fp32 on the CPU and
+the PlainConvUNet layout TS uses; anything else runs the modules' own forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tucker_block import TuckerConv3d
+
+_CL = torch.channels_last_3d
+
+
+def _active(x: torch.Tensor) -> bool:
+    """Fusion runs for fp32 CPU tensors outside autocast."""
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A (1, C, D, H, W) tensor as a (D·H·W, C) matrix (a view in channels-last layout)."""
+    x = x.contiguous(memory_format=_CL)
+    return x.permute(0, 2, 3, 4, 1).reshape(-1, x.shape[1])
+
+
+def _volume(rows: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`_rows`: a channels-last (1, C, D, H, W) view."""
+    return rows.view(1, *spatial, rows.shape[1]).permute(0, 4, 1, 2, 3)
+
+
+def _matrix(conv: nn.Conv3d) -> torch.Tensor:
+    """A 1×1×1 conv's weight as a (C_out, C_in) matrix."""
+    return conv.weight.reshape(conv.weight.shape[0], -1)
+
+
+_CHUNK_ELEMENTS = 1 << 18  # rows handled per step: a chunk's intermediates stay in cache
+
+
+def _chunks(n_rows: int, channels: int) -> list[slice]:
+    step = max(1024, _CHUNK_ELEMENTS // max(channels, 1))
+    return [slice(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
+
+
+def _gram_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (C) and covariance (C×C) of the rows in float64, in one pass.
+
+    Each chunk is shifted by the first chunk's mean before its fp32 Gram product (no
+    cancellation when a channel's mean is large against its spread); sums are float64."""
+    n, c = rows.shape
+    parts = _chunks(n, c)
+    shift = rows[parts[0]].mean(0)
+    total = torch.zeros(c, dtype=torch.float64)
+    gram = torch.zeros(c, c, dtype=torch.float64)
+    for part in parts:
+        centered = rows[part] - shift
+        total += centered.sum(0, dtype=torch.float64)
+        gram += (centered.T @ centered).double()
+    offset = total / n
+    return shift.double() + offset, gram / n - torch.outer(offset, offset)
+
+
+def _norm_affine(norm: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if norm.affine:
+        return norm.weight.double(), norm.bias.double()
+    ones = torch.ones(channels, dtype=torch.float64)
+    return ones, torch.zeros(channels, dtype=torch.float64)
+
+
+def _folded_pointwise(
+    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``norm(weight @ z + bias)`` as one affine map of z (instance norm).
+
+    The bias cancels (instance norm removes each channel's mean)."""
+    mean, cov = _gram_stats(z)
+    w = weight.double()
+    var = ((w @ cov) * w).sum(1).clamp_min(0)
+    gamma, beta = _norm_affine(norm, w.shape[0])
+    scale = gamma / torch.sqrt(var + norm.eps)
+    folded_w = scale[:, None] * w
+    folded_b = beta - scale * (w @ mean)
+    del bias
+    return folded_w.float(), folded_b.float()
+
+
+def _activate_(rows: torch.Tensor, nonlin: nn.Module) -> torch.Tensor:
+    if isinstance(nonlin, nn.LeakyReLU):
+        return torch.nn.functional.leaky_relu_(rows, nonlin.negative_slope)
+    if isinstance(nonlin, nn.ReLU):
+        return rows.relu_()
+    return nonlin(rows)
+
+
+def _pointwise_activated(
+    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, nonlin: nn.Module
+) -> torch.Tensor:
+    """activation(rows @ weightᵀ + bias), chunk by chunk (the activation runs in cache)."""
+    out = torch.empty(rows.shape[0], weight.shape[0], dtype=rows.dtype)
+    for part in _chunks(rows.shape[0], weight.shape[0]):
+        chunk = torch.mm(rows[part], weight.T, out=out[part])
+        _activate_(chunk.add_(bias), nonlin)  # addmm's broadcast copy of the bias is slower
+    return out
+
+
+def _normalize_activate_(rows: torch.Tensor, norm: nn.Module, nonlin: nn.Module) -> torch.Tensor:
+    """Instance norm and activation of a (voxels, C) matrix, in place, chunk by chunk."""
+    mean, cov = _gram_stats(rows)
+    gamma, beta = _norm_affine(norm, rows.shape[1])
+    scale = gamma / torch.sqrt(torch.diagonal(cov).clamp_min(0) + norm.eps)
+    shift = (beta - scale * mean).float()
+    scale = scale.float()
+    for part in _chunks(rows.shape[0], rows.shape[1]):
+        _activate_(rows[part].mul_(scale).add_(shift), nonlin)
+    return rows
+
+
+DENSE_SHARE = 0.5  # a Tucker block doing more than this share of its conv's work runs densely
+
+
+def runs_dense(conv: TuckerConv3d) -> bool:
+    """True when the block's three convs cost more than DENSE_SHARE of the composed conv
+    (multiply-adds per output voxel; the first conv runs before the stride)."""
+    kernel = conv.core.weight[0, 0].numel()
+    stride = 1
+    for step in conv.core.stride:
+        stride *= step
+    tucker = (
+        conv.in_channels * conv.rank_in * stride
+        + conv.rank_in * conv.rank_out * kernel
+        + conv.rank_out * conv.out_channels
+    )
+    return tucker > DENSE_SHARE * conv.in_channels * conv.out_channels * kernel
+
+
+def _dense_weight(conv: TuckerConv3d) -> torch.Tensor:
+    """last·core·first as one conv weight (C_out, C_in, k…), cached until a weight changes."""
+    weights = (conv.first.weight, conv.core.weight, conv.last.weight)
+    key = tuple((id(w), w._version) for w in weights)
+    cached = conv.__dict__.get("_dense_weight")
+    if cached is None or cached[0] != key:
+        dense = torch.einsum(
+            "or,rsxyz,sc->ocxyz", _matrix(conv.last), conv.core.weight, _matrix(conv.first)
+        )
+        conv.__dict__["_dense_weight"] = cached = (key, dense)
+    return cached[1]
+
+
+def _supported_block(block: nn.Module) -> bool:
+    conv, norm, nonlin = (getattr(block, k, None) for k in ("conv", "norm", "nonlin"))
+    dropout = getattr(block, "dropout", None)
+    core = conv.core if isinstance(conv, TuckerConv3d) else conv
+    return (
+        isinstance(conv, (nn.Conv3d, TuckerConv3d))
+        and not (isinstance(conv, TuckerConv3d) and conv.transposed)
+        and getattr(core, "padding_mode", "zeros") == "zeros"
+        and isinstance(norm, nn.InstanceNorm3d)
+        and not norm.track_running_stats
+        and isinstance(nonlin, (nn.LeakyReLU, nn.ReLU))
+        and (dropout is None or isinstance(dropout, nn.Dropout3d | nn.Dropout))
+    )
+
+
+def block_forward(
+    block: nn.Module,
+    x: torch.Tensor | None,
+    first_rows: torch.Tensor | None = None,
+    spatial: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """conv → instance norm → activation of one ConvDropoutNormReLU, fused (eval mode).
+
+    ``first_rows``/``spatial``: the Tucker block's first 1×1×1 conv output and its grid, when
+    the caller computed them already (then ``x`` is not needed)."""
+    conv = block.conv
+    if isinstance(conv, TuckerConv3d) and (first_rows is not None or not runs_dense(conv)):
+        if first_rows is None:
+            first_rows = _rows(x) @ _matrix(conv.first).T
+            spatial = tuple(x.shape[2:])
+        z = conv.core(_volume(first_rows, spatial))
+        z_rows = _rows(z)
+        w, b = _folded_pointwise(z_rows, _matrix(conv.last), conv.last.bias, block.norm)
+        out = _pointwise_activated(z_rows, w, b, block.nonlin)
+        return _volume(out, tuple(z.shape[2:]))
+    x = x.contiguous(memory_format=_CL)
+    if isinstance(conv, TuckerConv3d):  # the bias is left out: instance norm removes it
+        core = conv.core
+        y = F.conv3d(x, _dense_weight(conv), None, core.stride, core.padding, core.dilation)
+    else:
+        y = conv(x)
+    rows = _rows(y)
+    _normalize_activate_(rows, block.norm, block.nonlin)
+    return _volume(rows, tuple(y.shape[2:]))
+
+
+class FusedConvBlock(nn.Module):
+    """Class swapped onto nnU-Net's ConvDropoutNormReLU instances (see :func:`fuse`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _active(x) or x.shape[0] != 1 or self.training:
+            return super().forward(x)
+        return block_forward(self, x)
+
+
+class FusedHead(nn.Conv3d):
+    """A 1×1×1 segmentation head as one matrix product writing (1, C, D, H, W) contiguous."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _active(x) or x.shape[0] != 1:
+            return super().forward(x)
+        rows = _rows(x)
+        weight = _matrix(self)
+        out = torch.empty(self.out_channels, rows.shape[0], dtype=x.dtype)
+        for part in _chunks(rows.shape[0], self.out_channels):
+            chunk = torch.mm(weight, rows[part].T, out=out[:, part])
+            if self.bias is not None:
+                chunk.add_(self.bias[:, None])
+        return out.view(1, self.out_channels, *x.shape[2:])
+
+
+def _decoder_step(decoder: nn.Module, s: int, low: torch.Tensor, skip: torch.Tensor):
+    """transposed conv → concatenation with the skip → the stage's blocks."""
+    tconv = decoder.transpconvs[s]
+    blocks = list(decoder.stages[s].convs)
+    head = blocks[0]
+    if (
+        isinstance(tconv, TuckerConv3d)
+        and isinstance(head.conv, TuckerConv3d)
+        and not runs_dense(head.conv)
+    ):
+        # first(cat(L·t + b, skip)) = (U₁L)·t + U₂·skip + U₁b: no concatenated tensor
+        t = tconv.core(_volume(_rows(low) @ _matrix(tconv.first).T, tuple(low.shape[2:])))
+        u = _matrix(head.conv.first)
+        c_up = tconv.out_channels
+        u1, u2 = u[:, :c_up], u[:, c_up:]
+        merged = u1 @ _matrix(tconv.last)
+        constant = u1 @ tconv.last.bias if tconv.last.bias is not None else None
+        rows = _rows(skip) @ u2.T
+        rows.addmm_(_rows(t), merged.T)
+        if constant is not None:
+            rows += constant
+        x = block_forward(head, None, first_rows=rows, spatial=tuple(skip.shape[2:]))
+    else:
+        up = tconv(low.contiguous(memory_format=_CL))
+        x = block_forward(head, torch.cat((up, skip), 1))
+    for block in blocks[1:]:
+        x = block_forward(block, x)
+    return x
+
+
+class FusedDecoder(nn.Module):
+    """Class swapped onto nnU-Net's UNetDecoder (inference without deep supervision)."""
+
+    def forward(self, skips):  # noqa: ANN001, ANN201
+        if self.deep_supervision or not _active(skips[-1]) or skips[-1].shape[0] != 1:
+            return super().forward(skips)
+        low = skips[-1]
+        for s in range(len(self.stages)):
+            low = _decoder_step(self, s, low, skips[-(s + 2)])
+        return self.seg_layers[-1](low)
+
+
+def _swap_class(module: nn.Module, mixin: type) -> None:
+    base = type(module)
+    fused = type(f"Fused{base.__name__}", (mixin, base), {"__module__": __name__})
+    _CLASSES.setdefault((mixin, base), fused)
+    module.__class__ = _CLASSES[(mixin, base)]
+
+
+_CLASSES: dict[tuple[type, type], type] = {}
+
+
+def fusable(network: nn.Module) -> bool:
+    """True for nnU-Net's PlainConvUNet layout with instance norm (what TS's models are)."""
+    decoder = getattr(network, "decoder", None)
+    encoder = getattr(network, "encoder", None)
+    if decoder is None or encoder is None or not hasattr(decoder, "transpconvs"):
+        return False
+    blocks = [m for m in network.modules() if hasattr(m, "all_modules") and hasattr(m, "conv")]
+    heads = list(getattr(decoder, "seg_layers", []))
+    return (
+        bool(blocks)
+        and all(_supported_block(b) for b in blocks)
+        and bool(heads)
+        and isinstance(heads[-1], nn.Conv3d)
+        and heads[-1].kernel_size == (1, 1, 1)
+    )
+
+
+def fuse(network: nn.Module) -> bool:
+    """Switch ``network`` (in place) to fused CPU execution; False if its layout is not supported."""
+    if not fusable(network):
+        return False
+    for module in network.modules():
+        if hasattr(module, "all_modules") and hasattr(module, "conv"):
+            if not isinstance(module, FusedConvBlock):
+                _swap_class(module, FusedConvBlock)
+    if not isinstance(network.decoder, FusedDecoder):
+        _swap_class(network.decoder, FusedDecoder)
+    head = network.decoder.seg_layers[-1]
+    if type(head) is nn.Conv3d:
+        head.__class__ = FusedHead
+    return True
