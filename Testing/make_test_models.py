@@ -6,7 +6,7 @@ Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
 
-    .venv/bin/python Testing/make_test_models.py            # all six, about 25 minutes on 2 cores
+    .venv/bin/python Testing/make_test_models.py            # all six, about 2 hours on 2 cores
     .venv/bin/python Testing/make_test_models.py --only 3mm
 """
 
@@ -30,9 +30,14 @@ OUT = HERE / "models"
 TRAIN_SEEDS = range(100, 116)  # phantoms for training; tests evaluate on other seeds
 FEATURES = [8, 16, 32, 64]
 STRIDES = [1, 2, 2, 2]
-SETTINGS = {  # name: (spacing mm, plans patch size, training patch size, iterations)
+SETTINGS = {  # model: (spacing mm, plans patch size, training patch size, iterations)
     "3mm": (3.0, [48, 48, 48], [48, 48, 48], 1200),
-    "1.5mm": (1.5, [64, 64, 64], [64, 64, 64], 900),
+    # the experts with the large structures get longer training on whole plans patches
+    "organs": (1.5, [64, 64, 64], [64, 64, 64], 600),
+    "cardiac": (1.5, [64, 64, 64], [64, 64, 64], 600),
+    "vertebrae": (1.5, [64, 64, 64], [56, 56, 56], 400),
+    "muscles": (1.5, [64, 64, 64], [56, 56, 56], 400),
+    "ribs": (1.5, [64, 64, 64], [56, 56, 56], 400),
 }
 
 
@@ -64,7 +69,7 @@ def _prepare_cases(model, spacing: float, tmp: Path):
         "percentile_99_5": float(np.percentile(foreground, 99.5)),
         "std": float(foreground.std()),
     }
-    setting = SETTINGS["3mm" if model.name == "3mm" else "1.5mm"]
+    setting = SETTINGS[model.name]
     plans = old_format_plans(FEATURES, STRIDES, setting[1], [spacing] * 3, model.dataset_folder)
     plans["foreground_intensity_properties_per_channel"] = {"0": intensity}
     dataset_json = ts_dataset_json(names)
@@ -164,7 +169,7 @@ def train(model, tmp: Path, out: Path) -> Path:
     from TuckerSegmentLib.model_folder_writer import write_model_folder
     from TuckerSegmentLib.ts_architectures import spec_from_plans
 
-    spacing, _, patch, iterations = SETTINGS["3mm" if model.name == "3mm" else "1.5mm"]
+    spacing, _, patch, iterations = SETTINGS[model.name]
     plans, dataset_json, cases = _prepare_cases(model, spacing, tmp)
     classes = len(dataset_json["labels"])
     spec = spec_from_plans(plans, classes, model.name)

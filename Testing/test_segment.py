@@ -163,6 +163,7 @@ def test_second_run_loads_the_compressed_model_from_the_cache(
     assert {s["name"] for s in seg["segments"]} == {names[i] for i in np.unique(first) if i}
     for segment in seg["segments"]:
         assert names[segment["labelValue"]] == segment["name"]
+        assert segment["terminology"]["category"][1] == "123037004"  # Anatomical Structure
         assert len(segment["color"]) == 3
     assert np.array_equal(seg["voxels"], first)
 

@@ -45,6 +45,8 @@ def _plain_totalsegmentator(ct_path, fast, cache_dir):
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "full"])
 def test_df_one_gives_labels_identical_to_plain_ts(fast, phantom_files, isolated_home, tmp_path):
+    """Ours runs nnU-Net's preprocessing and export in process (in_process_workers.py), plain
+    TS in its worker processes: the labels must still be identical."""
     out = tmp_path / "df1.nii.gz"
     args = [*SEG, "-i", str(phantom_files[0]), "-o", str(out), "--df", "1"]
     result = run_cli(*args, *(["--fast"] if fast else []), env=isolated_home)

@@ -37,6 +37,24 @@ def test_ts_result_becomes_a_segmentation_node_with_names_and_colors(scene):
     assert node.GetClassName() == "vtkMRMLSegmentationNode"
 
 
+def _terminology(segment) -> str:
+    import vtk
+
+    value = vtk.mutable("")
+    segment.GetTag("TerminologyEntry", value)
+    return str(value)
+
+
+def test_segments_carry_snomed_terminology_from_ts(scene):
+    node = load_result(scene, FULL, "TS full")
+    segments = _segments(node)
+    liver = _terminology(segments["liver"])
+    assert "SCT^10200004^Liver" in liver and "SCT^123037004^Anatomical Structure" in liver
+    kidney = _terminology(segments["kidney_left"])
+    assert "SCT^64033007^Kidney" in kidney and "SCT^7771000^Left" in kidney
+    assert all(_terminology(s) for s in segments.values())
+
+
 def test_two_nodes_share_colors(scene):
     full = _segments(load_result(scene, FULL, "full"))
     fast = _segments(load_result(scene, FAST, "fast"))

@@ -141,3 +141,22 @@ def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isola
     assert tuned["device"] == "cpu" and tuned["precision"] == "fp32"
     assert len(tuned["layer_seconds"]) == 17  # every candidate layer was timed both ways
     assert len(manifest["layers"]) == len(model["ranks"]) <= 17
+
+
+def test_in_process_workers_swap_and_restore_nnunets_pools():
+    from multiprocessing.pool import ThreadPool
+
+    import nnunetv2.inference.predict_from_raw_data as predictor_module
+    from TuckerSegmentLib.in_process_workers import workers_in_process
+
+    real = predictor_module.multiprocessing, predictor_module.preprocessing_iterator_fromfiles
+    with workers_in_process():
+        pool = predictor_module.multiprocessing.get_context("spawn").Pool(6)
+        assert isinstance(pool, ThreadPool)
+        assert pool.apply_async(sum, ([1, 2],)).get(timeout=5) == 3
+        pool.close()
+        assert predictor_module.multiprocessing.TimeoutError is real[0].TimeoutError
+    assert (
+        predictor_module.multiprocessing,
+        predictor_module.preprocessing_iterator_fromfiles,
+    ) == real

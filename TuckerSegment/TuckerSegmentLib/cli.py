@@ -223,6 +223,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "page-faulting through fresh memory; default: the C library's behaviour",
     )
     p.add_argument(
+        "--workers",
+        choices=("in-process", "spawn"),
+        default="in-process",
+        help="in-process (default): nnU-Net's preprocessing and export run in this process "
+        "(same functions, no worker start-up); spawn: nnU-Net's worker processes",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="also run the original networks and write the agreement report",
@@ -262,6 +269,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         compare=args.compare,
         runtime=args.runtime,
         allocator=args.allocator,
+        workers=args.workers,
         download=args.download,
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
     )

@@ -19,6 +19,8 @@ the PlainConvUNet layout TS uses; anything else runs the modules' own forward.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,27 +111,68 @@ def _activate_(rows: torch.Tensor, nonlin: nn.Module) -> torch.Tensor:
     return nonlin(rows)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """The 1×1×1 conv that consumes a block's activated output and nothing else (the next
+    Tucker block's first conv, or the segmentation head): applied chunk by chunk while the
+    output is in cache, so the output itself is never written to memory."""
+
+    weight: torch.Tensor  # (K, C)
+    bias: torch.Tensor | None = None
+    channels_first: bool = False  # write (K, voxels), nnU-Net's layout for the head
+
+    def empty(self, n_rows: int) -> torch.Tensor:
+        k = self.weight.shape[0]
+        return torch.empty((k, n_rows) if self.channels_first else (n_rows, k))
+
+    def apply(self, chunk: torch.Tensor, out: torch.Tensor, part: slice) -> None:
+        if self.channels_first:
+            result = torch.mm(self.weight, chunk.T, out=out[:, part])
+            bias = None if self.bias is None else self.bias[:, None]
+        else:
+            result = torch.mm(chunk, self.weight.T, out=out[part])
+            bias = self.bias
+        if bias is not None:
+            result.add_(bias)
+
+
 def _pointwise_activated(
-    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, nonlin: nn.Module
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    nonlin: nn.Module,
+    then: Projection | None = None,
 ) -> torch.Tensor:
-    """activation(rows @ weightᵀ + bias), chunk by chunk (the activation runs in cache)."""
-    out = torch.empty(rows.shape[0], weight.shape[0], dtype=rows.dtype)
-    for part in _chunks(rows.shape[0], weight.shape[0]):
-        chunk = torch.mm(rows[part], weight.T, out=out[part])
+    """activation(rows @ weightᵀ + bias), chunk by chunk (the activation runs in cache),
+    or its projection by ``then``."""
+    n = rows.shape[0]
+    width = weight.shape[0] if then is None else max(weight.shape[0], then.weight.shape[0])
+    out = torch.empty(n, weight.shape[0], dtype=rows.dtype) if then is None else then.empty(n)
+    for part in _chunks(n, width):
+        chunk = torch.mm(rows[part], weight.T, out=out[part] if then is None else None)
         _activate_(chunk.add_(bias), nonlin)  # addmm's broadcast copy of the bias is slower
+        if then is not None:
+            then.apply(chunk, out, part)
     return out
 
 
-def _normalize_activate_(rows: torch.Tensor, norm: nn.Module, nonlin: nn.Module) -> torch.Tensor:
-    """Instance norm and activation of a (voxels, C) matrix, in place, chunk by chunk."""
+def _normalize_activate_(
+    rows: torch.Tensor, norm: nn.Module, nonlin: nn.Module, then: Projection | None = None
+) -> torch.Tensor:
+    """Instance norm and activation of a (voxels, C) matrix, in place, chunk by chunk; or,
+    with ``then``, its projection."""
     mean, cov = _gram_stats(rows)
     gamma, beta = _norm_affine(norm, rows.shape[1])
     scale = gamma / torch.sqrt(torch.diagonal(cov).clamp_min(0) + norm.eps)
     shift = (beta - scale * mean).float()
     scale = scale.float()
-    for part in _chunks(rows.shape[0], rows.shape[1]):
-        _activate_(rows[part].mul_(scale).add_(shift), nonlin)
-    return rows
+    out = rows if then is None else then.empty(rows.shape[0])
+    width = rows.shape[1] if then is None else max(rows.shape[1], then.weight.shape[0])
+    for part in _chunks(rows.shape[0], width):
+        chunk = _activate_(rows[part].mul_(scale).add_(shift), nonlin)
+        if then is not None:
+            then.apply(chunk, out, part)
+    return out
 
 
 DENSE_SHARE = 0.5  # a Tucker block doing more than this share of its conv's work runs densely
@@ -178,16 +221,26 @@ def _supported_block(block: nn.Module) -> bool:
     )
 
 
+def tucker_first(block: nn.Module | None) -> Projection | None:
+    """The projection that starts ``block`` when it is a Tucker block run factorized."""
+    conv = getattr(block, "conv", None)
+    if isinstance(conv, TuckerConv3d) and not runs_dense(conv):
+        return Projection(_matrix(conv.first))
+    return None
+
+
 def block_forward(
     block: nn.Module,
     x: torch.Tensor | None,
     first_rows: torch.Tensor | None = None,
     spatial: tuple[int, ...] = (),
-) -> torch.Tensor:
+    then: Projection | None = None,
+) -> tuple[torch.Tensor, tuple[int, ...]]:
     """conv → instance norm → activation of one ConvDropoutNormReLU, fused (eval mode).
 
     ``first_rows``/``spatial``: the Tucker block's first 1×1×1 conv output and its grid, when
-    the caller computed them already (then ``x`` is not needed)."""
+    the caller computed them already (then ``x`` is not needed). Returns the output volume
+    (channels-last) and its grid; with ``then``, the projected rows instead of the volume."""
     conv = block.conv
     if isinstance(conv, TuckerConv3d) and (first_rows is not None or not runs_dense(conv)):
         if first_rows is None:
@@ -196,17 +249,38 @@ def block_forward(
         z = conv.core(_volume(first_rows, spatial))
         z_rows = _rows(z)
         w, b = _folded_pointwise(z_rows, _matrix(conv.last), conv.last.bias, block.norm)
-        out = _pointwise_activated(z_rows, w, b, block.nonlin)
-        return _volume(out, tuple(z.shape[2:]))
+        out = _pointwise_activated(z_rows, w, b, block.nonlin, then)
+        grid = tuple(z.shape[2:])
+        return (out if then is not None else _volume(out, grid)), grid
     x = x.contiguous(memory_format=_CL)
     if isinstance(conv, TuckerConv3d):  # the bias is left out: instance norm removes it
         core = conv.core
         y = F.conv3d(x, _dense_weight(conv), None, core.stride, core.padding, core.dilation)
     else:
         y = conv(x)
-    rows = _rows(y)
-    _normalize_activate_(rows, block.norm, block.nonlin)
-    return _volume(rows, tuple(y.shape[2:]))
+    grid = tuple(y.shape[2:])
+    out = _normalize_activate_(_rows(y), block.norm, block.nonlin, then)
+    return (out if then is not None else _volume(out, grid)), grid
+
+
+def run_blocks(
+    blocks: list[nn.Module],
+    x: torch.Tensor | None,
+    first_rows: torch.Tensor | None = None,
+    spatial: tuple[int, ...] = (),
+    then: Projection | None = None,
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Blocks in sequence; each output that only feeds the next Tucker block's first conv (or
+    ``then`` after the last block) is projected in cache instead of written out."""
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
+        projection = then if last else tucker_first(blocks[i + 1])
+        out, spatial = block_forward(block, x, first_rows, spatial, projection)
+        if projection is None:
+            x, first_rows = out, None
+        else:
+            x, first_rows = None, out
+    return (x if x is not None else first_rows), spatial
 
 
 class FusedConvBlock(nn.Module):
@@ -215,7 +289,17 @@ class FusedConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _active(x) or x.shape[0] != 1 or self.training:
             return super().forward(x)
-        return block_forward(self, x)
+        return block_forward(self, x)[0]
+
+
+class FusedStack(nn.Module):
+    """Class swapped onto nnU-Net's StackedConvBlocks: its blocks chained (see run_blocks)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = list(self.convs)
+        if not _active(x) or x.shape[0] != 1 or self.training:
+            return super().forward(x)
+        return run_blocks(blocks, x)[0]
 
 
 class FusedHead(nn.Conv3d):
@@ -234,8 +318,19 @@ class FusedHead(nn.Conv3d):
         return out.view(1, self.out_channels, *x.shape[2:])
 
 
-def _decoder_step(decoder: nn.Module, s: int, low: torch.Tensor, skip: torch.Tensor):
-    """transposed conv → concatenation with the skip → the stage's blocks."""
+def _decoder_step(
+    decoder: nn.Module,
+    s: int,
+    low: torch.Tensor | None,
+    low_rows: torch.Tensor | None,
+    low_grid: tuple[int, ...],
+    skip: torch.Tensor,
+    then: Projection | None,
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """transposed conv → concatenation with the skip → the stage's blocks (→ ``then``).
+
+    ``low_rows``: the transposed conv's first 1×1×1 conv output, when the previous stage
+    computed it in cache (then ``low`` is None)."""
     tconv = decoder.transpconvs[s]
     blocks = list(decoder.stages[s].convs)
     head = blocks[0]
@@ -245,7 +340,9 @@ def _decoder_step(decoder: nn.Module, s: int, low: torch.Tensor, skip: torch.Ten
         and not runs_dense(head.conv)
     ):
         # first(cat(L·t + b, skip)) = (U₁L)·t + U₂·skip + U₁b: no concatenated tensor
-        t = tconv.core(_volume(_rows(low) @ _matrix(tconv.first).T, tuple(low.shape[2:])))
+        if low_rows is None:
+            low_rows = _rows(low) @ _matrix(tconv.first).T
+        t = tconv.core(_volume(low_rows, low_grid))
         u = _matrix(head.conv.first)
         c_up = tconv.out_channels
         u1, u2 = u[:, :c_up], u[:, c_up:]
@@ -255,13 +352,18 @@ def _decoder_step(decoder: nn.Module, s: int, low: torch.Tensor, skip: torch.Ten
         rows.addmm_(_rows(t), merged.T)
         if constant is not None:
             rows += constant
-        x = block_forward(head, None, first_rows=rows, spatial=tuple(skip.shape[2:]))
+        return run_blocks(blocks, None, rows, tuple(skip.shape[2:]), then)
+    if low is None:  # low_rows came from the Tucker transposed conv's first conv
+        up = tconv.last(tconv.core(_volume(low_rows, low_grid)))
     else:
         up = tconv(low.contiguous(memory_format=_CL))
-        x = block_forward(head, torch.cat((up, skip), 1))
-    for block in blocks[1:]:
-        x = block_forward(block, x)
-    return x
+    return run_blocks(blocks, torch.cat((up.contiguous(memory_format=_CL), skip), 1), then=then)
+
+
+def _head_projection(head: nn.Module) -> Projection | None:
+    if type(head) in (nn.Conv3d, FusedHead) and head.kernel_size == (1, 1, 1):
+        return Projection(_matrix(head), head.bias, channels_first=True)
+    return None
 
 
 class FusedDecoder(nn.Module):
@@ -270,10 +372,19 @@ class FusedDecoder(nn.Module):
     def forward(self, skips):  # noqa: ANN001, ANN201
         if self.deep_supervision or not _active(skips[-1]) or skips[-1].shape[0] != 1:
             return super().forward(skips)
-        low = skips[-1]
-        for s in range(len(self.stages)):
-            low = _decoder_step(self, s, low, skips[-(s + 2)])
-        return self.seg_layers[-1](low)
+        low, low_rows, grid = skips[-1], None, tuple(skips[-1].shape[2:])
+        stages = len(self.stages)
+        for s in range(stages):
+            if s == stages - 1:
+                then = _head_projection(self.seg_layers[-1])
+            else:
+                nxt = self.transpconvs[s + 1]
+                then = Projection(_matrix(nxt.first)) if isinstance(nxt, TuckerConv3d) else None
+            out, grid = _decoder_step(self, s, low, low_rows, grid, skips[-(s + 2)], then)
+            low, low_rows = (None, out) if then is not None else (out, None)
+        if low is not None:
+            return self.seg_layers[-1](low)
+        return low_rows.view(1, -1, *grid)  # the head's (K, voxels) output is nnU-Net's layout
 
 
 def _swap_class(module: nn.Module, mixin: type) -> None:
@@ -311,6 +422,10 @@ def fuse(network: nn.Module) -> bool:
         if hasattr(module, "all_modules") and hasattr(module, "conv"):
             if not isinstance(module, FusedConvBlock):
                 _swap_class(module, FusedConvBlock)
+    for module in network.modules():
+        if hasattr(module, "convs") and all(isinstance(b, FusedConvBlock) for b in module.convs):
+            if not isinstance(module, FusedStack):
+                _swap_class(module, FusedStack)
     if not isinstance(network.decoder, FusedDecoder):
         _swap_class(network.decoder, FusedDecoder)
     head = network.decoder.seg_layers[-1]

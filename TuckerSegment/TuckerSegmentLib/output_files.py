@@ -108,12 +108,15 @@ def write_nifti(image, path: Path) -> None:
 
 
 def write_seg_nrrd(labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """A Slicer segmentation (one layer, label value = TS id) with names and fixed colors."""
+    """A Slicer segmentation (one layer, label value = TS id) with names, fixed colors and
+    SNOMED CT terminology."""
     import slicerio
 
     from .structures import structure_colors, structure_names
+    from .terminology import structure_terminology
 
     names, colors = structure_names(), structure_colors()
+    terms = structure_terminology()
     voxels = np.asarray(labels).astype(np.uint8)
     ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
     segments = []
@@ -131,6 +134,7 @@ def write_seg_nrrd(labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
                 "layer": 0,
                 "color": list(colors[label]),
                 "extent": extent,
+                **({"terminology": terms[label]} if label in terms else {}),
             }
         )
     segmentation = {

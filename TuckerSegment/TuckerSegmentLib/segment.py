@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class SegmentOptions:
     compare: bool = False
     runtime: str = "fused"
     allocator: str = "reuse"
+    workers: str = "in-process"
     download: bool = False
     weights_dir: Path | None = None
 
@@ -127,6 +128,7 @@ def _run_ts(
     """One TS run; ``networks`` maps model folders to the network to use instead of TS's."""
     from totalsegmentator.python_api import totalsegmentator
 
+    from .in_process_workers import workers_in_process
     from .network_swap import swapped_networks
 
     order = list(models_by_folder)
@@ -153,8 +155,10 @@ def _run_ts(
         wrappers.append((label, wrapped))
 
     start = time.perf_counter()
+    in_process = workers_in_process() if options.workers == "in-process" else nullcontext()
     with (
         spawned_workers(),
+        in_process,
         swapped_networks(lambda f: networks.get(f.resolve()), device, precision, on_loaded),
     ):
         image = totalsegmentator(
@@ -301,6 +305,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
             "layer_policy": options.policy,
             "runtime": options.runtime,
             "allocator": allocator,
+            "workers": options.workers,
         },
         "models": model_info,
         "patches": run_stats["patches"],

@@ -35,11 +35,12 @@ def labels_to_segmentation_node(
     scene: Any, labels: np.ndarray, ijk_to_ras: np.ndarray, name: str, reference_volume=None
 ):
     """A vtkMRMLSegmentationNode with one segment per TS structure present (TS names, the
-    project's fixed colors, label value = TS id)."""
+    project's fixed colors, SNOMED CT terminology, label value = TS id)."""
     import vtk
     from vtk.util import numpy_support
 
     from .structures import structure_colors, structure_names
+    from .terminology import terminology_entry
 
     slicer = _slicer()
     names, colors = structure_names(), structure_colors()
@@ -68,6 +69,9 @@ def labels_to_segmentation_node(
         slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
             image, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
         )
+        entry = terminology_entry(label)
+        if entry is not None:
+            segmentation.GetSegment(segment_id).SetTag("TerminologyEntry", entry)
     if reference_volume is not None:
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
     return node
