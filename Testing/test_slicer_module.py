@@ -86,3 +86,23 @@ def test_catalog_entry():
     assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
     for key in ("category", "scm_url", "scm_revision", "build_dependencies", "tier"):
         assert key in entry
+
+
+def test_parameter_node_fields_are_bound_to_widgets():
+    """Every TuckerSegmentParameterNode field has one widget with that SlicerParameterName
+    (connectGui binds by that property) and every such widget names a field."""
+    tree = ast.parse((MODULE / "TuckerSegment.py").read_text())
+    wrapper = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name == "TuckerSegmentParameterNode"
+    )
+    fields = {stmt.target.id for stmt in wrapper.body if isinstance(stmt, ast.AnnAssign)}
+    ui = ET.parse(MODULE / "Resources" / "UI" / "TuckerSegment.ui")
+    bound = [
+        prop.find("string").text
+        for prop in ui.iter("property")
+        if prop.get("name") == "SlicerParameterName"
+    ]
+    assert sorted(bound) == sorted(fields)
+    assert {"inputVolume", "df", "precision", "compare"} <= fields

@@ -20,6 +20,14 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+try:  # Slicer 5.2+: the panel's settings live in a parameter node, saved with the scene
+    from typing import Annotated
+
+    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+    from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+except ImportError:  # older Slicer: the widgets alone hold the settings
+    parameterNodeWrapper = None
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 # Versions tested with this release (see .ci/constraints.txt); torch comes from SlicerPyTorch.
@@ -50,6 +58,23 @@ class TuckerSegment(ScriptedLoadableModule):
         )
 
 
+if parameterNodeWrapper is not None:
+
+    @parameterNodeWrapper
+    class TuckerSegmentParameterNode:
+        """The panel's settings; each is bound to the widget whose SlicerParameterName matches."""
+
+        inputVolume: vtkMRMLScalarVolumeNode
+        outputSegmentation: vtkMRMLSegmentationNode
+        quality: str = "fast (3 mm)"
+        df: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
+        precision: str = "fp32"
+        compare: bool = False
+        rankFloor: Annotated[int, WithinRange(1, 64)] = 8
+        method: str = "hosvd"
+        expertDf: str = ""
+
+
 class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: inputs, live model size for the chosen DF, device and precision, Segment/Cancel."""
 
@@ -58,6 +83,8 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.process = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onPoll)
@@ -74,7 +101,10 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.rankFloorSpinBox.valueChanged.connect(self.updateModelSize)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButton)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.fillDevices()
+        self.initializeParameterNode()
         self.updateModelSize()
         self.updateButton()
 
@@ -83,6 +113,39 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.process is not None:
             self.process.cancel()
         self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        """Bind the panel to the module's parameter node; pick the first volume as input."""
+        if parameterNodeWrapper is None or self.logic is None:
+            return
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        self._parameterNode = node
+        if node is not None:
+            self._parameterNodeGuiTag = node.connectGui(self.ui)
 
     def fillDevices(self):
         """Device combo from GPU detection, the recommended choice marked and preselected."""
@@ -201,6 +264,9 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         super().__init__()
         self.run_dir = None
         self.nodes = {}
+
+    def getParameterNode(self):
+        return TuckerSegmentParameterNode(super().getParameterNode())
 
     def modelSizeText(self, fast, df, rank_floor):
         from TuckerSegmentLib.compress import CompressionSettings

@@ -4,6 +4,11 @@ Plain Python (no Qt): the panel polls :meth:`SegmentProcess.poll` from a QTimer,
 responsive. Progress arrives as the CLI's JSON lines (``--progress json``); other output is kept
 as the log. :meth:`cancel` ends the whole process tree (the CLI and nnU-Net's workers): SIGTERM
 first, which the CLI turns into a clean exit that removes its staged outputs, then SIGKILL.
+
+Why not ``slicer.util.launchConsoleProcess``: it starts the child in Slicer's own process group,
+so ending "the whole tree" would need a process walk that can race with nnU-Net's workers, and
+killing the group would end Slicer. A session of its own makes Cancel exact; the polling is the
+same QTimer pattern Slicer's non-blocking launch uses.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class SegmentProcess:
             text=True,
             env={**os.environ, **(env or {})},
             start_new_session=os.name != "nt",  # own process group: cancel reaches every worker
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),  # no console on Windows
         )
         self._readers = [
             threading.Thread(target=self._read, args=(self._process.stdout, True), daemon=True),
