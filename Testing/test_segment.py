@@ -14,21 +14,28 @@ from TuckerSegmentLib.structures import structure_names
 # Thresholds measured on this phantom with the committed 3 mm test model (a small network at a
 # coarse grid; see README "Test models"), with a margin: DF 0.5 vs original, and original vs truth.
 AGREEMENT_DF_HALF = {
-    "liver": 0.85,
-    "heart": 0.85,
     "lung_upper_lobe_left": 0.85,
-    "lung_upper_lobe_right": 0.85,
     "lung_lower_lobe_left": 0.85,
     "lung_lower_lobe_right": 0.85,
-    "spleen": 0.7,
+    "spleen": 0.85,
+    "lung_upper_lobe_right": 0.75,
+    "heart": 0.65,
+    "stomach": 0.6,
+    "liver": 0.55,
 }
+# the issue's goal for the large structures: Dice vs truth >= 0.9 (measured 0.903-0.931)
 ORIGINAL_VS_TRUTH = {
-    "lung_upper_lobe_left": 0.9,
-    "lung_lower_lobe_left": 0.88,
-    "lung_upper_lobe_right": 0.88,
-    "heart": 0.85,
-    "liver": 0.75,
-    "spleen": 0.75,
+    name: 0.9
+    for name in (
+        "liver",
+        "spleen",
+        "stomach",
+        "heart",
+        "lung_upper_lobe_left",
+        "lung_lower_lobe_left",
+        "lung_upper_lobe_right",
+        "lung_lower_lobe_right",
+    )
 }
 
 
@@ -107,7 +114,7 @@ def test_progress_json_lines(fast_run):
 def test_df_half_agrees_with_the_original_networks(fast_run):
     out, _ = fast_run
     summary = json.loads(out.with_name("fast.json").read_text())["comparison"]["summary"]
-    assert summary["mean_dice"] >= 0.5, summary  # small structures disagree; see the issue note
+    assert summary["mean_dice"] >= 0.45, summary  # small structures disagree; see README "Test models"
     rows = {
         r["name"]: r
         for r in csv.DictReader(io.StringIO(out.with_name("fast.agreement.csv").read_text()))
