@@ -114,7 +114,9 @@ def test_progress_json_lines(fast_run):
 def test_df_half_agrees_with_the_original_networks(fast_run):
     out, _ = fast_run
     summary = json.loads(out.with_name("fast.json").read_text())["comparison"]["summary"]
-    assert summary["mean_dice"] >= 0.45, summary  # small structures disagree; see README "Test models"
+    assert summary["mean_dice"] >= 0.45, (
+        summary
+    )  # small structures disagree; see README "Test models"
     rows = {
         r["name"]: r
         for r in csv.DictReader(io.StringIO(out.with_name("fast.agreement.csv").read_text()))

@@ -106,3 +106,23 @@ def test_parameter_node_fields_are_bound_to_widgets():
     ]
     assert sorted(bound) == sorted(fields)
     assert {"inputVolume", "df", "precision", "compare"} <= fields
+
+
+def test_panel_installs_the_versions_ci_tests():
+    """The packages the panel installs on first use are pinned to .ci/constraints.txt."""
+    tree = ast.parse((MODULE / "TuckerSegment.py").read_text())
+    assignment = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "REQUIREMENTS"
+    )
+    requirements = ast.literal_eval(assignment.value)
+    tested = {}
+    for line in (REPO / ".ci" / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            tested[name.strip().lower()] = version.strip()
+    assert requirements
+    for requirement in requirements:
+        name, version = requirement.split("==")
+        assert tested[name.lower()] == version, requirement

@@ -31,12 +31,14 @@ except ImportError:  # older Slicer: the widgets alone hold the settings
 sys.path.insert(0, os.path.dirname(__file__))
 
 # Versions tested with this release (see .ci/constraints.txt); torch comes from SlicerPyTorch.
+TORCH_REQUIREMENT = ">=2.14,<2.15"
+TORCHVISION_REQUIREMENT = ">=0.29,<0.30"
 REQUIREMENTS = [
     "TotalSegmentator==2.18.0",
     "nnunetv2==2.8.1",
     "tensorly==0.10.0",
-    "SimpleITK>=2.2.1",
-    "slicerio>=1.4",
+    "SimpleITK==2.5.7",
+    "slicerio==1.4.0",
 ]
 
 
@@ -311,7 +313,12 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
 
         torch_logic = PyTorchUtils.PyTorchUtilsLogic()
         if not torch_logic.torchInstalled():
-            torch_logic.installTorch(askConfirmation=False)
+            # the CUDA build that fits this GPU, within the release series CI tests
+            torch_logic.installTorch(
+                askConfirmation=False,
+                torchVersionRequirement=TORCH_REQUIREMENT,
+                torchvisionVersionRequirement=TORCHVISION_REQUIREMENT,
+            )
         if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
             slicer.packaging.pip_ensure(REQUIREMENTS)
         else:
