@@ -76,22 +76,24 @@ def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home,
     sidecar = json.loads(out.with_name("full.json").read_text())
     assert list(sidecar["models"]) == ["organs", "vertebrae", "cardiac", "muscles", "ribs"]
     assert sidecar["models"]["ribs"]["df"] == 0.7 and sidecar["models"]["organs"]["df"] == 0.5
-    # Measured on this phantom with the committed 1.5 mm test experts, with a margin. The
-    # experts are under-trained (see the README's "Test models"): the thresholds record what
-    # they do, not the product's goal.
+    # Measured on this phantom with the committed 1.5 mm test experts, with a margin (organs and
+    # cardiac retrained this session; vertebrae, muscles and ribs are the short-trained ones, see
+    # the README's "Test models"). Small and absent structures pull the mean down.
     summary = sidecar["comparison"]["summary"]
-    assert summary["mean_dice"] >= 0.5, summary
+    assert summary["mean_dice"] >= 0.65, summary
     rows = {
         r["name"]: r
         for r in csv.DictReader(io.StringIO(out.with_name("full.agreement.csv").read_text()))
     }
-    for name in ("liver", "heart", "stomach", "vertebrae_T11"):
-        assert float(rows[name]["dice"]) >= 0.85, rows[name]
+    for name in ("liver", "heart", "stomach", "spleen", "aorta", "inferior_vena_cava"):
+        assert float(rows[name]["dice"]) >= 0.95, rows[name]
+    assert float(rows["vertebrae_T11"]["dice"]) >= 0.9, rows["vertebrae_T11"]
     import slicerio
 
     original = slicerio.read_segmentation(str(out.with_name("full.original.seg.nrrd")))
     truth, _ = load_labels(phantom_files[1])
     dice = truth_dice(truth, np.asarray(original["voxels"]), structure_names())
-    assert dice["liver"] >= 0.65 and dice["stomach"] >= 0.75 and dice["autochthon_left"] >= 0.7, (
-        dice
-    )
+    # the goal for the large structures of the retrained experts: >= 0.9 against the truth
+    for name in ("liver", "heart", "stomach", "aorta", "inferior_vena_cava"):
+        assert dice[name] >= 0.9, (name, dice)
+    assert dice["spleen"] >= 0.8 and dice["autochthon_left"] >= 0.7, dice
