@@ -6,7 +6,7 @@ Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
 
-    .venv/bin/python Testing/make_test_models.py            # all six, about 2 hours on 2 cores
+    .venv/bin/python Testing/make_test_models.py            # all six, about 70 minutes on 2 cores
     .venv/bin/python Testing/make_test_models.py --only 3mm
 """
 
