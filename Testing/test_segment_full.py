@@ -77,7 +77,7 @@ def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home,
     assert list(sidecar["models"]) == ["organs", "vertebrae", "cardiac", "muscles", "ribs"]
     assert sidecar["models"]["ribs"]["df"] == 0.7 and sidecar["models"]["organs"]["df"] == 0.5
     # Measured on this phantom with the committed 1.5 mm test experts, with a margin (organs and
-    # cardiac retrained this session; vertebrae, muscles and ribs are the short-trained ones, see
+    # cardiac retrained; vertebrae, muscles and ribs are the short-trained ones, see
     # the README's "Test models"). Small and absent structures pull the mean down.
     summary = sidecar["comparison"]["summary"]
     assert summary["mean_dice"] >= 0.65, summary
@@ -87,6 +87,8 @@ def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home,
     }
     for name in ("liver", "heart", "stomach", "spleen", "aorta", "inferior_vena_cava"):
         assert float(rows[name]["dice"]) >= 0.95, rows[name]
+    for name in ("kidney_right", "lung_upper_lobe_left", "lung_lower_lobe_right"):
+        assert float(rows[name]["dice"]) >= 0.9, rows[name]
     assert float(rows["vertebrae_T11"]["dice"]) >= 0.9, rows["vertebrae_T11"]
     import slicerio
 
@@ -94,6 +96,15 @@ def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home,
     truth, _ = load_labels(phantom_files[1])
     dice = truth_dice(truth, np.asarray(original["voxels"]), structure_names())
     # the goal for the large structures of the retrained experts: >= 0.9 against the truth
-    for name in ("liver", "heart", "stomach", "aorta", "inferior_vena_cava"):
+    for name in (
+        "liver",
+        "spleen",
+        "heart",
+        "stomach",
+        "aorta",
+        "inferior_vena_cava",
+        "lung_lower_lobe_left",
+        "lung_lower_lobe_right",
+    ):
         assert dice[name] >= 0.9, (name, dice)
-    assert dice["spleen"] >= 0.8 and dice["autochthon_left"] >= 0.7, dice
+    assert dice["lung_upper_lobe_right"] >= 0.85 and dice["autochthon_left"] >= 0.7, dice
