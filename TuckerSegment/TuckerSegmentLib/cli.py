@@ -205,23 +205,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="keep each original conv whose Tucker block is not faster on this device "
         "(timed once, cached)",
     )
-    p.add_argument(
-        "--runtime",
-        choices=("fused", "eager"),
-        default="fused",
-        help="fused (default): compressed networks run with instance norm folded into the "
-        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); eager: module by module as PyTorch runs them",
-    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
-    p.add_argument(
-        "--allocator",
-        choices=("reuse", "default"),
-        default="reuse",
-        help="reuse (default, Linux): keep freed memory for the next patch instead of "
-        "page-faulting through fresh memory; default: the C library's behaviour",
-    )
+    _add_speed_options(p)
     p.add_argument(
         "--workers",
         choices=("in-process", "spawn"),
@@ -428,6 +414,25 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """--runtime and --allocator, shared by segment and benchmark."""
+    p.add_argument(
+        "--runtime",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fused (default): compressed networks run with instance norm folded into the "
+        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
+        "tolerance); eager: module by module as PyTorch runs them",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse (default, Linux): keep freed memory for the next patch instead of "
+        "page-faulting through fresh memory; default: the C library's behaviour",
+    )
+
+
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
@@ -450,21 +455,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="latency-aware policy: keep original convs where Tucker is not faster",
     )
-    p.add_argument(
-        "--runtime",
-        choices=("fused", "eager"),
-        default="fused",
-        help="fused (default): compressed networks run with instance norm folded into the "
-        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); eager: module by module as PyTorch runs them",
-    )
-    p.add_argument(
-        "--allocator",
-        choices=("reuse", "default"),
-        default="reuse",
-        help="reuse (default, Linux): keep freed memory for the next patch instead of "
-        "page-faulting through fresh memory; default: the C library's behaviour",
-    )
+    _add_speed_options(p)
     p.add_argument("-o", "--output", help="write the rows as CSV")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write a PNG of speed-up and FLOP reduction per DF")

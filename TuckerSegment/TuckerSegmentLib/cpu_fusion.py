@@ -87,7 +87,7 @@ def _norm_affine(norm: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _folded_pointwise(
-    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm: nn.Module
+    z: torch.Tensor, weight: torch.Tensor, norm: nn.Module
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``norm(weight @ z + bias)`` as one affine map of z (instance norm).
 
@@ -99,7 +99,6 @@ def _folded_pointwise(
     scale = gamma / torch.sqrt(var + norm.eps)
     folded_w = scale[:, None] * w
     folded_b = beta - scale * (w @ mean)
-    del bias
     return folded_w.float(), folded_b.float()
 
 
@@ -248,7 +247,7 @@ def block_forward(
             spatial = tuple(x.shape[2:])
         z = conv.core(_volume(first_rows, spatial))
         z_rows = _rows(z)
-        w, b = _folded_pointwise(z_rows, _matrix(conv.last), conv.last.bias, block.norm)
+        w, b = _folded_pointwise(z_rows, _matrix(conv.last), block.norm)
         out = _pointwise_activated(z_rows, w, b, block.nonlin, then)
         grid = tuple(z.shape[2:])
         return (out if then is not None else _volume(out, grid)), grid
