@@ -6,7 +6,7 @@ Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
 
-    .venv/bin/python Testing/make_test_models.py            # all six, about 80 minutes on 2 cores
+    .venv/bin/python Testing/make_test_models.py            # all six, about 2.5 hours on 2 cores
     .venv/bin/python Testing/make_test_models.py --only 3mm
 """
 
@@ -32,13 +32,13 @@ FEATURES = [8, 16, 32, 64]
 STRIDES = [1, 2, 2, 2]
 SETTINGS = {  # model: (spacing mm, plans patch, training patch, iterations, foreground share)
     "3mm": (3.0, [48, 48, 48], [48, 48, 48], 1200, 0.0),
-    # the experts with the large structures: longer, whole plans patches, half of them centred
-    # on a random present class (at 1.5 mm a patch sees a quarter of the body)
-    "organs": (1.5, [64, 64, 64], [64, 64, 64], 1500, 0.5),
+    # the 1.5 mm experts: whole plans patches, half of them centred on a random present class
+    # (at 1.5 mm a patch sees a quarter of the body); the organs expert trains longest
+    "organs": (1.5, [64, 64, 64], [64, 64, 64], 2500, 0.5),
     "cardiac": (1.5, [64, 64, 64], [64, 64, 64], 900, 0.5),
-    "vertebrae": (1.5, [64, 64, 64], [56, 56, 56], 400, 0.0),
-    "muscles": (1.5, [64, 64, 64], [56, 56, 56], 400, 0.0),
-    "ribs": (1.5, [64, 64, 64], [56, 56, 56], 400, 0.0),
+    "vertebrae": (1.5, [64, 64, 64], [64, 64, 64], 900, 0.5),
+    "muscles": (1.5, [64, 64, 64], [64, 64, 64], 900, 0.5),
+    "ribs": (1.5, [64, 64, 64], [64, 64, 64], 900, 0.5),
 }
 
 

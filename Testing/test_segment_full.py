@@ -12,6 +12,29 @@ from TuckerSegmentLib.demo import truth_dice
 from TuckerSegmentLib.structures import structure_names
 
 SEG = [*SEGMENT_CPU, "--progress", "none"]
+LARGE_STRUCTURES = (
+    "liver",
+    "spleen",
+    "stomach",
+    "heart",
+    "aorta",
+    "inferior_vena_cava",
+    "kidney_left",
+    "lung_upper_lobe_left",
+    "lung_lower_lobe_left",
+    "lung_upper_lobe_right",
+    "lung_middle_lobe_right",
+    "lung_lower_lobe_right",
+    "vertebrae_T10",
+    "vertebrae_T11",
+    "vertebrae_T12",
+    "vertebrae_L1",
+    "spinal_cord",
+)
+# measured below 0.9 against the truth (README "Test models": the phantom's back muscles differ from
+# the soft tissue around them by 20 HU under noise and blur; training 1500 instead of 900 steps
+# did not raise them)
+NEAR_LARGE = ("kidney_right", "autochthon_left", "autochthon_right")
 
 
 def _plain_totalsegmentator(ct_path, fast, cache_dir):
@@ -76,35 +99,23 @@ def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home,
     sidecar = json.loads(out.with_name("full.json").read_text())
     assert list(sidecar["models"]) == ["organs", "vertebrae", "cardiac", "muscles", "ribs"]
     assert sidecar["models"]["ribs"]["df"] == 0.7 and sidecar["models"]["organs"]["df"] == 0.5
-    # Measured on this phantom with the committed 1.5 mm test experts, with a margin (organs and
-    # cardiac retrained; vertebrae, muscles and ribs are the short-trained ones, see
-    # the README's "Test models"). Small and absent structures pull the mean down.
+    # Measured on this phantom with the committed 1.5 mm test experts, with a margin (README "Test
+    # models"). The gallbladder and the pancreas, small and poorly learned, pull the mean down.
     summary = sidecar["comparison"]["summary"]
-    assert summary["mean_dice"] >= 0.65, summary
+    assert summary["mean_dice"] >= 0.82, summary
     rows = {
         r["name"]: r
         for r in csv.DictReader(io.StringIO(out.with_name("full.agreement.csv").read_text()))
     }
-    for name in ("liver", "heart", "stomach", "spleen", "aorta", "inferior_vena_cava"):
+    for name in LARGE_STRUCTURES + NEAR_LARGE:
         assert float(rows[name]["dice"]) >= 0.95, rows[name]
-    for name in ("kidney_right", "lung_upper_lobe_left", "lung_lower_lobe_right"):
-        assert float(rows[name]["dice"]) >= 0.9, rows[name]
-    assert float(rows["vertebrae_T11"]["dice"]) >= 0.9, rows["vertebrae_T11"]
     import slicerio
 
     original = slicerio.read_segmentation(str(out.with_name("full.original.seg.nrrd")))
     truth, _ = load_labels(phantom_files[1])
     dice = truth_dice(truth, np.asarray(original["voxels"]), structure_names())
-    # the issue's goal for the large structures of the retrained experts: >= 0.9 against the truth
-    for name in (
-        "liver",
-        "spleen",
-        "heart",
-        "stomach",
-        "aorta",
-        "inferior_vena_cava",
-        "lung_lower_lobe_left",
-        "lung_lower_lobe_right",
-    ):
+    # the issue's goal for the large structures: >= 0.9 against the truth
+    for name in LARGE_STRUCTURES:
         assert dice[name] >= 0.9, (name, dice)
-    assert dice["lung_upper_lobe_right"] >= 0.85 and dice["autochthon_left"] >= 0.7, dice
+    for name in NEAR_LARGE:
+        assert dice[name] >= 0.8, (name, dice)
