@@ -365,7 +365,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", default="tuckersegment-demo", help="output folder")
     p.add_argument("--df", type=float, default=0.3)
-    p.add_argument("--full", action="store_true", help="the five 1.5 mm experts instead of 3 mm")
+    p.add_argument(
+        "--fast", action="store_true", help="TS's 3 mm model instead of the five 1.5 mm experts"
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
@@ -382,7 +384,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     try:
         report = run_demo(
-            Path(args.output), args.df, args.full, args.device, args.precision, progress
+            Path(args.output), args.df, args.fast, args.device, args.precision, progress
         )
     finally:
         progress.close()

@@ -1,7 +1,8 @@
 """`demo`: the whole product offline on an embedded default.
 
 A synthetic CT phantom goes through TotalSegmentator's pipeline twice, with the original test
-networks and with Tucker-compressed ones (DF 0.3); the demo prints the agreement table and
+networks and with Tucker-compressed ones (DF 0.3), in TS's default mode (the five 1.5 mm experts;
+``fast`` for the 3 mm model); the demo prints the agreement table and
 timings and writes both segmentations, the report and a side-by-side PNG. The networks are the
 project's small test models (``Testing/models``, trained on phantoms: TS's real weights can't be
 bundled), laid out exactly like TS's weights.
@@ -40,7 +41,7 @@ def truth_dice(truth: np.ndarray, labels: np.ndarray, names: dict[int, str]) -> 
 def run_demo(
     out_dir: Path,
     df: float = 0.3,
-    full: bool = False,
+    fast: bool = False,
     device: str = "auto",
     precision: str = "auto",
     progress: Progress | None = None,
@@ -69,7 +70,7 @@ def run_demo(
         SegmentOptions(
             input=ct_path,
             output=output,
-            fast=not full,
+            fast=fast,
             df=df,
             device=device,
             precision=precision,
@@ -90,7 +91,7 @@ def run_demo(
         compressed,
         (1.5, 1.5, 1.5),
         out_dir / "comparison.png",
-        f"TuckerSegment demo: synthetic CT, {'full' if full else 'fast'} mode, DF {df:g} — "
+        f"TuckerSegment demo: synthetic CT, {'fast' if fast else 'full'} mode, DF {df:g} — "
         f"agreement mean Dice {summary['mean_dice']:.3f}",
     )
     report = {

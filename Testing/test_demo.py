@@ -1,0 +1,61 @@
+"""`demo`, the README's first command: offline, the committed test models, both segmentations,
+the report and the picture."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import load_labels, run_cli
+
+
+@pytest.fixture(scope="module")
+def demo_run(isolated_home, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "tuckersegment-demo"
+    args = ["demo", "-o", str(out), "--device", "cpu", "--precision", "fp32", "--progress", "none"]
+    result = run_cli(*args, env=isolated_home)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_demo_writes_what_a_person_looks_at(demo_run):
+    out, result = demo_run
+    assert {
+        "ct.nii.gz",
+        "truth.nii.gz",
+        "segmentation.nii.gz",
+        "segmentation.original.nii.gz",
+        "segmentation.agreement.csv",
+        "segmentation.json",
+        "comparison.png",
+        "demo_report.json",
+    } <= {p.name for p in out.iterdir()}
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    compressed, image = load_labels(out / "segmentation.nii.gz")
+    original, _ = load_labels(out / "segmentation.original.nii.gz")
+    ct, ct_image = load_labels(out / "ct.nii.gz")
+    assert compressed.shape == original.shape == ct.shape
+    assert np.allclose(image.affine, ct_image.affine)
+    assert "mean Dice" in result.stdout and "parameters at DF 0.3" in result.stdout
+
+
+def test_demo_runs_the_five_experts_compressed_at_df_0_3(demo_run):
+    out, _ = demo_run
+    report = json.loads((out / "demo_report.json").read_text())
+    assert list(report["models"]) == ["organs", "vertebrae", "cardiac", "muscles", "ribs"]
+    for model in report["models"].values():
+        assert model["df"] == 0.3 and model["params"] < 0.5 * model["params_original"]
+    # measured 0.87 on the demo phantom with the committed test experts (README "Test models")
+    assert report["agreement_summary"]["mean_dice"] >= 0.8, report["agreement_summary"]
+    for name in ("liver", "spleen", "lung_lower_lobe_left"):
+        assert report["truth_dice_original"][name] >= 0.9, report["truth_dice_original"]
+        assert report["truth_dice_compressed"][name] >= 0.9, report["truth_dice_compressed"]
+
+
+def test_demo_fast_runs_the_3mm_model(isolated_home, tmp_path):
+    out = tmp_path / "fast-demo"
+    args = ["demo", "--fast", "-o", str(out), "--device", "cpu", "--precision", "fp32"]
+    result = run_cli(*args, "--progress", "none", env=isolated_home)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "demo_report.json").read_text())
+    assert list(report["models"]) == ["3mm"] and report["models"]["3mm"]["df"] == 0.3
+    assert report["truth_dice_original"]["liver"] >= 0.9, report["truth_dice_original"]
