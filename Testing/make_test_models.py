@@ -92,9 +92,23 @@ def _prepare_cases(model, spacing: float, tmp: Path):
             dataset_json,
         )
         target = np.maximum(target[0], 0)  # nnU-Net marks voxels outside its crop mask with -1
-        target = torch.from_numpy(target.astype(np.int64))
-        cases.append((torch.from_numpy(data.astype(np.float32)), target, _class_voxels(target)))
+        data, target = _pad_to(
+            torch.from_numpy(data.astype(np.float32)),
+            torch.from_numpy(target.astype(np.int64)),
+            setting[2],
+        )
+        cases.append((data, target, _class_voxels(target)))
     return plans, dataset_json, cases
+
+
+def _pad_to(data: torch.Tensor, target: torch.Tensor, patch: list[int]):
+    """Pad a case that is smaller than the training patch (image with its minimum, labels with
+    background), once, so that every patch lies inside it."""
+    pads = [max(0, p - s) for p, s in zip(patch, data.shape[1:], strict=True)]
+    if not any(pads):
+        return data, target
+    pad = [q for p in reversed(pads) for q in (p // 2, p - p // 2)]
+    return F.pad(data, pad, value=float(data.min())), F.pad(target, pad, value=0)
 
 
 def _class_voxels(target: torch.Tensor) -> list[torch.Tensor]:
@@ -107,12 +121,6 @@ def _random_patch(case, patch, generator, foreground_share: float = 0.0):
     """A training patch: a share of them centred on a voxel of a random present class (small
     organs are otherwise rarely seen at 1.5 mm), the others anywhere."""
     data, target, classes = case
-    pads = [max(0, p - s) for p, s in zip(patch, data.shape[1:], strict=True)]
-    if any(pads):
-        pad = [q for p in reversed(pads) for q in (p // 2, p - p // 2)]
-        data = F.pad(data, pad, value=float(data.min()))
-        target = F.pad(target, pad, value=0)
-        classes = _class_voxels(target)
     shape = data.shape[1:]
     if (
         foreground_share

@@ -2,10 +2,10 @@
 
 A synthetic CT phantom goes through TotalSegmentator's pipeline twice, with the original test
 networks and with Tucker-compressed ones (DF 0.3), in TS's default mode (the five 1.5 mm experts;
-``fast`` for the 3 mm model); the demo prints the agreement table and
-timings and writes both segmentations, the report and a side-by-side PNG. The networks are the
-project's small test models (``Testing/models``, trained on phantoms: TS's real weights can't be
-bundled), laid out exactly like TS's weights.
+``fast`` for the 3 mm model); the demo prints the agreement table and timings and writes both
+segmentations, the report and a side-by-side PNG. The networks are the project's small test
+models (``Testing/models``, trained on phantoms: TS's real weights can't be bundled), laid out
+exactly like TS's weights.
 """
 
 from __future__ import annotations
