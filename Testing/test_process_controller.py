@@ -4,7 +4,7 @@ import json
 import sys
 import time
 
-from TuckerSegmentLib.process_controller import SegmentProcess, cli_command
+from TuckerSegmentLib.panel.process_controller import SegmentProcess, cli_command
 
 CHILD = r"""
 import json, os, subprocess, sys, time

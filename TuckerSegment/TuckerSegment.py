@@ -1,14 +1,18 @@
 """TuckerSegment: TotalSegmentator with Tucker-compressed networks, in 3D Slicer.
 
-A thin window over TuckerSegmentLib: the panel starts the same `tucker-segment` command line a
-user runs in a terminal, in a background process (PythonSlicer), reads its JSON progress lines,
-and loads the result into segmentation nodes.
+A thin window over TuckerSegmentLib.panel: the panel starts the same `tucker-segment` command
+line a user runs in a terminal, in a background process (PythonSlicer), reads its JSON progress
+lines, and loads the .seg.nrrd and agreement report it writes.
+
+This file must parse and import in any 3D Slicer (Python 3.9 in 5.8) so that an old Slicer shows
+a clear message instead of a traceback: no 3.10+ syntax here, and TuckerSegmentLib is imported
+only after the version check.
 """
 
+import dataclasses
+import importlib
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import qt
 import slicer
@@ -20,26 +24,63 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-try:  # Slicer 5.2+: the panel's settings live in a parameter node, saved with the scene
+MINIMUM_SLICER = (5, 10)
+MINIMUM_PYTHON = (3, 11)  # tensorly 0.10 needs 3.11; torch 2.14 and nnunetv2 2.8 need 3.10
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+REQUIREMENTS_FILE = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+
+# The panel's choices (parameterNodeWrapper fills the combo boxes with exactly these texts).
+QUALITIES = ["fast (3 mm)", "full (5 × 1.5 mm experts)"]
+PRECISIONS = ["fp32", "fp16", "bf16"]
+METHODS = ["hosvd", "hooi"]
+
+
+def versionProblem(slicerVersion, pythonVersion):
+    """Why this 3D Slicer cannot run TuckerSegment (one message), or None."""
+    have = "{}.{}".format(*tuple(slicerVersion[:2]))
+    python = "{}.{}".format(*tuple(pythonVersion[:2]))
+    if tuple(slicerVersion[:2]) < MINIMUM_SLICER:
+        return (
+            f"TuckerSegment needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or newer; "
+            f"this is {have}, whose Python {python} is too old for PyTorch 2.14, nnU-Net 2.8 "
+            "and tensorly 0.10. Please install a current 3D Slicer."
+        )
+    if tuple(pythonVersion[:2]) < MINIMUM_PYTHON:
+        return (
+            f"TuckerSegment needs Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or newer in "
+            f"3D Slicer; this one has {python}."
+        )
+    return None
+
+
+VERSION_PROBLEM = versionProblem(
+    (slicer.app.majorVersion, slicer.app.minorVersion), sys.version_info
+)
+
+if VERSION_PROBLEM is None:
     from typing import Annotated
 
     from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-    from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
-except ImportError:  # older Slicer: the widgets alone hold the settings
-    parameterNodeWrapper = None
+    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-sys.path.insert(0, os.path.dirname(__file__))
+    if MODULE_DIR not in sys.path:
+        sys.path.insert(0, MODULE_DIR)
 
-# Versions tested with this release (see .ci/constraints.txt); torch comes from SlicerPyTorch.
-TORCH_REQUIREMENT = ">=2.14,<2.15"
-TORCHVISION_REQUIREMENT = ">=0.29,<0.30"
-REQUIREMENTS = [
-    "TotalSegmentator==2.18.0",
-    "nnunetv2==2.8.1",
-    "tensorly==0.10.0",
-    "SimpleITK==2.5.7",
-    "slicerio==1.4.0",
-]
+    @parameterNodeWrapper
+    class TuckerSegmentParameterNode:
+        """The panel's settings, saved with the scene; each bound field matches the widget whose
+        SlicerParameterName names it (a QComboBox needs a Choice, a slider a range)."""
+
+        inputVolume: vtkMRMLScalarVolumeNode
+        outputSegmentation: vtkMRMLSegmentationNode
+        quality: Annotated[str, Choice(QUALITIES)] = QUALITIES[0]
+        df: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
+        precision: Annotated[str, Choice(PRECISIONS)] = "fp32"
+        compare: bool = False
+        rankFloor: Annotated[int, WithinRange(1, 64)] = 8
+        method: Annotated[str, Choice(METHODS)] = "hosvd"
+        expertDf: str = ""
+        recommendationApplied: bool = False  # not bound: the device recommendation, once
 
 
 class TuckerSegment(ScriptedLoadableModule):
@@ -49,7 +90,7 @@ class TuckerSegment(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["TuckerSegment developers"]
-        self.parent.helpText = (
+        self.parent.helpText = VERSION_PROBLEM or (
             "Segments 117 structures in CT with TotalSegmentator's own pipeline, using "
             "Tucker-compressed networks that run on weak GPUs and CPUs. DF 1.0 runs the "
             "original networks; 'Compare with original' runs both and lists the agreement."
@@ -60,23 +101,6 @@ class TuckerSegment(ScriptedLoadableModule):
         )
 
 
-if parameterNodeWrapper is not None:
-
-    @parameterNodeWrapper
-    class TuckerSegmentParameterNode:
-        """The panel's settings; each is bound to the widget whose SlicerParameterName matches."""
-
-        inputVolume: vtkMRMLScalarVolumeNode
-        outputSegmentation: vtkMRMLSegmentationNode
-        quality: str = "fast (3 mm)"
-        df: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
-        precision: str = "fp32"
-        compare: bool = False
-        rankFloor: Annotated[int, WithinRange(1, 64)] = 8
-        method: str = "hosvd"
-        expertDf: str = ""
-
-
 class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: inputs, live model size for the chosen DF, device and precision, Segment/Cancel."""
 
@@ -84,7 +108,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self.process = None
+        self.probe = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self.timer = qt.QTimer()
@@ -93,38 +117,52 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         super().setup()
-        ui_widget = slicer.util.loadUI(self.resourcePath("UI/TuckerSegment.ui"))
-        self.layout.addWidget(ui_widget)
-        self.ui = slicer.util.childWidgetVariables(ui_widget)
-        ui_widget.setMRMLScene(slicer.mrmlScene)
+        if VERSION_PROBLEM is not None:
+            label = qt.QLabel(VERSION_PROBLEM)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            return
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/TuckerSegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = TuckerSegmentLogic()
         self.ui.dfSlider.valueChanged.connect(self.updateModelSize)
         self.ui.qualityComboBox.currentIndexChanged.connect(self.updateModelSize)
         self.ui.rankFloorSpinBox.valueChanged.connect(self.updateModelSize)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButton)
+        self.ui.agreementTableView.clicked.connect(self.onTableRowClicked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.fillDevices()
+        self.ui.deviceComboBox.addItem("CPU (detecting GPUs...)", "cpu")
         self.initializeParameterNode()
+        self.startDeviceProbe()
         self.updateModelSize()
         self.updateButton()
 
     def cleanup(self):
+        """Module reload or Slicer exit: end the run and remove its exported CT."""
         self.timer.stop()
-        if self.process is not None:
-            self.process.cancel()
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+        if self.logic is not None:
+            self.logic.cancelRun()
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self):
-        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
+        """A closing scene takes the CT and the result nodes with it: cancel the run first."""
+        self.logic.cancelRun()
+        self.logic.result = None
+        self.setRunning(False)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -133,8 +171,6 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         """Bind the panel to the module's parameter node; pick the first volume as input."""
-        if parameterNodeWrapper is None or self.logic is None:
-            return
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
@@ -149,39 +185,38 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is not None:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
 
-    def fillDevices(self):
-        """Device combo from GPU detection, the recommended choice marked and preselected."""
-        try:
-            from TuckerSegmentLib.devices import detect, recommend
-        except ImportError:
-            self.ui.deviceComboBox.addItem("cpu", "cpu")
-            self.ui.recommendationLabel.text = "Dependencies are installed on first Segment."
-            return
-        report = detect()
-        rec = recommend(report)
-        entries = [
-            (
-                "cuda",
-                f"GPU {g.index}: {g.name}, {g.memory_gib} GiB"
-                + (", tensor cores" if g.tensor_cores else ""),
+    def startDeviceProbe(self):
+        """Detect GPUs in a child process (see device_choices.py); results arrive in onPoll."""
+        from TuckerSegmentLib.panel.device_choices import DeviceProbe
+
+        if self.probe is not None:
+            self.probe.stop()
+        self.probe = DeviceProbe(pythonSlicer())
+        self.timer.start()
+
+    def applyDevices(self):
+        from TuckerSegmentLib.panel.device_choices import apply_recommendation
+
+        probe, self.probe = self.probe, None
+        devices = probe.result()
+        self.ui.deviceComboBox.clear()
+        for choice in devices.choices:
+            self.ui.deviceComboBox.addItem(choice.label, choice.value)
+        self.ui.deviceComboBox.currentIndex = devices.recommended
+        if self._parameterNode is not None:
+            apply_recommendation(self._parameterNode, devices, PRECISIONS)
+        if probe.error:
+            self.ui.recommendationLabel.text = (
+                f"Only the CPU is offered: {probe.error}. PyTorch and the other packages are installed on "
+                "the first Segment."
             )
-            for g in report.gpus
-        ]
-        if report.mps:
-            entries.append(("mps", "Apple GPU (MPS)"))
-        entries.append(("cpu", f"CPU: {report.cpu.model}, {report.cpu.cores} cores"))
-        for device, text in entries:
-            marked = f"{text} (recommended)" if device == rec.device else text
-            self.ui.deviceComboBox.addItem(marked, device)
-        self.ui.deviceComboBox.currentIndex = [d for d, _ in entries].index(rec.device)
-        self.ui.precisionComboBox.currentText = rec.precision
-        self.ui.dfSlider.value = rec.df
-        self.ui.recommendationLabel.text = (
-            f"Recommended: {rec.precision}, DF {rec.df:g}. {rec.reason}."
-        )
+        else:
+            self.ui.recommendationLabel.text = (
+                f"Recommended: {devices.precision}, DF {devices.df:g}. {devices.reason}."
+            )
 
     def updateModelSize(self, *_):
-        """Parameters, GFLOPs and compression ratio for the chosen DF, before any run."""
+        """Parameters, GFLOPs and compression ratio for the chosen DF (precomputed, instant)."""
         try:
             self.ui.modelSizeLabel.text = self.logic.modelSizeText(
                 self.ui.qualityComboBox.currentIndex == 0,
@@ -192,259 +227,208 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelSizeLabel.text = ""
 
     def updateButton(self, *_):
-        running = self.process is not None
+        running = self.logic is not None and self.logic.run is not None
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
         self.ui.segmentButton.enabled = (
             running or self.ui.inputVolumeSelector.currentNode() is not None
         )
 
-    def onSegmentButton(self):
-        if self.process is not None:
-            self.process.cancel()
-            self.ui.statusLabel.text = "Cancelled."
-            self.finish(load=False)
-            return
-        if not self.logic.ensureDependencies():
-            return
-        volume = self.ui.inputVolumeSelector.currentNode()
-        self.ui.logTextEdit.clear()
-        self.ui.progressBar.value = 0
-        self.process = self.logic.start(
-            volume,
-            fast=self.ui.qualityComboBox.currentIndex == 0,
-            df=self.ui.dfSlider.value,
-            device=self.ui.deviceComboBox.currentData,
-            precision=self.ui.precisionComboBox.currentText,
-            compare=self.ui.compareCheckBox.checked,
-            rank_floor=self.ui.rankFloorSpinBox.value,
-            method=self.ui.methodComboBox.currentText,
-            expert_df=self.ui.expertDfLineEdit.text.strip(),
-        )
-        self.timer.start()
+    def setRunning(self, running):
+        """Inputs are locked while a run uses them."""
+        self.ui.inputsCollapsibleButton.enabled = not running
+        self.ui.advancedCollapsibleButton.enabled = not running
+        if running:
+            self.timer.start()
         self.updateButton()
 
+    def onSegmentButton(self):
+        if self.logic.run is not None:
+            self.logic.cancelRun()
+            self.ui.statusLabel.text = "Cancelled."
+            self.setRunning(False)
+            return
+        outcome = self.logic.ensureDependencies()
+        if outcome.installed_something:
+            self.startDeviceProbe()  # GPUs show up once torch is there
+            self.updateModelSize()
+        if not outcome.ok:
+            if outcome.message:
+                slicer.util.errorDisplay(outcome.message)
+            return
+        request = self.logic.request(self._parameterNode, self.ui.deviceComboBox.currentData)
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        try:
+            self.logic.startRun(request)
+        except Exception as error:  # a message, and the panel stays usable
+            slicer.util.errorDisplay(f"TuckerSegment could not start: {error}")
+            return
+        self.setRunning(True)
+
     def onPoll(self):
-        event = self.process.latest
+        if self.probe is not None and self.probe.done():
+            self.applyDevices()
+        run = self.logic.run
+        if run is None:
+            if self.probe is None:
+                self.timer.stop()
+            return
+        event = run.latest
         if event is not None:
             self.ui.progressBar.value = int(100 * event.fraction)
             self.ui.statusLabel.text = f"{event.stage}: {event.message}"
-        code = self.process.poll()
+        code = run.poll()
         if code is None:
             return
-        self.ui.logTextEdit.setPlainText("\n".join(self.process.state.log))
-        if code == 0:
-            self.finish(load=True)
-        else:
-            slicer.util.errorDisplay(f"TuckerSegment failed: {self.process.state.error}")
-            self.finish(load=False)
-
-    def finish(self, load):
-        self.timer.stop()
-        process, self.process = self.process, None
+        self.ui.logTextEdit.setPlainText("\n".join(run.log))
         try:
-            if load and process is not None:
-                summary = self.logic.loadResults(
-                    self.ui.inputVolumeSelector.currentNode(),
-                    self.ui.outputSegmentationSelector.currentNode(),
-                )
-                self.ui.timingsLabel.text = summary["text"]
-                if summary.get("table") is not None:
-                    self.ui.agreementTableView.setMRMLTableNode(summary["table"])
-                    self.ui.agreementTableView.clicked.connect(self.onTableRowClicked)
+            if code == 0:
+                self.ui.statusLabel.text = "Loading the results..."
+                slicer.app.processEvents()
+                try:
+                    result = self.logic.loadRun()
+                except Exception as error:  # a message, and the panel stays usable
+                    slicer.util.errorDisplay(f"The results could not be loaded: {error}")
+                    self.ui.statusLabel.text = "Failed."
+                else:
+                    self.ui.timingsLabel.text = result.text
+                    self.ui.agreementTableView.setMRMLTableNode(result.table)
+                    self.ui.statusLabel.text = "Done."
+            else:
+                slicer.util.errorDisplay(f"TuckerSegment failed: {run.error}")
+                self.logic.cancelRun()
         finally:
-            self.logic.cleanupRun()
-            self.updateButton()
+            self.setRunning(False)
 
     def onTableRowClicked(self, index):
-        self.logic.centerOnStructure(index.row())
+        source = self.ui.agreementTableView.sortFilterProxyModel().mapToSource(index)
+        self.logic.centerOnStructure(source.row())
 
 
 class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
-    """Starts the CLI in the background and loads what it writes."""
+    """Owns the background run and the loaded result; the work is in TuckerSegmentLib.panel."""
 
     def __init__(self):
         super().__init__()
-        self.run_dir = None
-        self.nodes = {}
+        from TuckerSegmentLib.panel import run_folder
+
+        self.run = None
+        self.result = None
+        self.sizes = None
+        run_folder.sweep_stale()  # CTs left behind by a Slicer that crashed or was killed
 
     def getParameterNode(self):
         return TuckerSegmentParameterNode(super().getParameterNode())
 
-    def modelSizeText(self, fast, df, rank_floor):
-        from TuckerSegmentLib.compress import CompressionSettings
-        from TuckerSegmentLib.stats import compressed_count
-        from TuckerSegmentLib.ts_architectures import builtin_spec
+    def modelSizeText(self, fast, df, rankFloor):
+        from TuckerSegmentLib.panel.model_size import ModelSizes  # needs torch
 
-        specs = (
-            [builtin_spec("3mm")]
-            if fast
-            else [
-                builtin_spec("1.5mm", e)
-                for e in ("organs", "vertebrae", "cardiac", "muscles", "ribs")
-            ]
-        )
-        params = gflops = params0 = gflops0 = 0.0
-        for spec in specs:
-            original, _ = compressed_count(spec, CompressionSettings(df=1.0, rank_floor=rank_floor))
-            count, _ = compressed_count(spec, CompressionSettings(df=df, rank_floor=rank_floor))
-            params, gflops = params + count.params, gflops + count.gflops
-            params0, gflops0 = params0 + original.params, gflops0 + original.gflops
-        return (
-            f"{params / 1e6:.2f} M parameters ({params0 / params:.1f}× fewer), "
-            f"{gflops:.0f} GFLOPs per patch ({gflops0 / gflops:.1f}× fewer)"
-        )
+        if self.sizes is None:
+            self.sizes = ModelSizes()
+        return self.sizes.text(fast, df, rankFloor)
 
     def ensureDependencies(self):
-        """Install the tested Python packages on first use, after asking."""
+        """Install the pinned packages on first use (see TuckerSegmentLib/panel/installer.py)."""
+        from TuckerSegmentLib.panel.install_plan import read_pins
+        from TuckerSegmentLib.panel.installer import SlicerInstallSeams, install
+
+        seams = SlicerInstallSeams(
+            pip_install=slicer.util.pip_install,
+            pip_ensure=pipEnsure(),
+            torch_logic=torchLogic,
+            confirm=slicer.util.confirmOkCancelDisplay,
+        )
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
-            import nnunetv2  # noqa: F401
-            import tensorly  # noqa: F401
-            import totalsegmentator  # noqa: F401
+            return install(read_pins(REQUIREMENTS_FILE), seams)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
 
-            return True
-        except ImportError:
-            pass
-        if not slicer.util.confirmOkCancelDisplay(
-            "TuckerSegment needs PyTorch, TotalSegmentator, nnU-Net and tensorly. Install now? "
-            "(several GB; needs an internet connection once)"
-        ):
-            return False
-        import PyTorchUtils
+    def request(self, parameters, device):
+        """The run's settings, captured now: later changes in the panel do not affect it."""
+        from TuckerSegmentLib.panel.segmentation_run import RunRequest
 
-        torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torch_logic.torchInstalled():
-            # the CUDA build that fits this GPU, within the release series CI tests
-            torch_logic.installTorch(
-                askConfirmation=False,
-                torchVersionRequirement=TORCH_REQUIREMENT,
-                torchvisionVersionRequirement=TORCHVISION_REQUIREMENT,
-            )
-        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-            slicer.packaging.pip_ensure(REQUIREMENTS)
-        else:
-            slicer.util.pip_install(" ".join(REQUIREMENTS))
-        return True
-
-    def start(self, volume, fast, df, device, precision, compare, rank_floor, method, expert_df):
-        from TuckerSegmentLib.process_controller import SegmentProcess, cli_command
-
-        self.run_dir = Path(tempfile.mkdtemp(prefix="TuckerSegment-"))
-        ct = self.run_dir / "ct.nii.gz"
-        slicer.util.exportNode(volume, str(ct))
-        args = [
-            "segment",
-            "-i",
-            str(ct),
-            "-o",
-            str(self.run_dir / "result.nii.gz"),
-            "--df",
-            f"{df:g}",
-            "--device",
-            device,
-            "--precision",
-            precision,
-            "--rank-floor",
-            str(rank_floor),
-            "--method",
-            method,
-            "--progress",
-            "json",
-        ]
-        if fast:
-            args.append("--fast")
-        if compare:
-            args.append("--compare")
-        if expert_df:
-            args += ["--expert-df", expert_df]
-        python = shutil_which_python_slicer()
-        env = {
-            "PYTHONPATH": os.pathsep.join(
-                [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]
-            )
-        }
-        return SegmentProcess(cli_command(args, python), env=env)
-
-    def loadResults(self, volume, output_node):
-        import json
-
-        from TuckerSegmentLib.compare_files import compare_files
-        from TuckerSegmentLib.slicer_nodes import agreement_table_node, load_result
-
-        scene = slicer.mrmlScene
-        sidecar = json.loads((self.run_dir / "result.json").read_text())
-        name = (
-            f"{volume.GetName()} TuckerSegment DF {next(iter(sidecar['models'].values()))['df']:g}"
+        output = parameters.outputSegmentation
+        return RunRequest(
+            volume_id=parameters.inputVolume.GetID(),
+            output_id=output.GetID() if output else None,
+            fast=parameters.quality == QUALITIES[0],
+            df=parameters.df,
+            device=device or "cpu",
+            precision=parameters.precision,
+            compare=parameters.compare,
+            rank_floor=parameters.rankFloor,
+            method=parameters.method,
+            expert_df=parameters.expertDf.strip(),
         )
-        node = load_result(scene, self.run_dir / "result.nii.gz", name, volume)
-        if output_node is not None:
-            output_node.Copy(node)
-            scene.RemoveNode(node)
-            node = output_node
-        self.nodes = {"compressed": node}
-        shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
-        shNode.SetItemParent(
-            shNode.GetItemByDataNode(node), shNode.GetItemParent(shNode.GetItemByDataNode(volume))
-        )
-        t = sidecar["timings"]
-        text = f"TS pipeline {t['segment_s']:.1f} s (networks {t['segment_network_s']:.1f} s)"
-        table = None
-        original = self.run_dir / "result.original.nii.gz"
-        if original.exists():
-            self.nodes["original"] = load_result(
-                scene, original, f"{volume.GetName()} TotalSegmentator", volume
-            )
-            report = compare_files(original, self.run_dir / "result.nii.gz")
-            table = agreement_table_node(scene, report)
-            self.report = report
-            self.showSideBySide(volume)
-            text += (
-                f"; original {t['original_s']:.1f} s (networks {t['original_network_s']:.1f} s); "
-                f"mean Dice {report.summary['mean_dice']:.3f}"
-            )
-        return {"text": text, "table": table}
 
-    def showSideBySide(self, volume):
-        """Two linked slice views: original on the left, compressed on the right."""
-        layout_manager = slicer.app.layoutManager()
-        layout_manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for view_name, key in (("Red", "original"), ("Yellow", "compressed")):
-            widget = layout_manager.sliceWidget(view_name)
-            if widget is None:
-                continue
-            composite = widget.mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetLinkedControl(True)
-            node = self.nodes.get(key)
-            if node is not None:
-                node.GetDisplayNode().AddViewNodeID(widget.mrmlSliceNode().GetID())
+    def startRun(self, request):
+        from TuckerSegmentLib.panel.segmentation_run import SegmentationRun
 
-    def centerOnStructure(self, row):
-        structures = sorted(self.report.present(), key=lambda s: (s.dice, s.name))
-        if row >= len(structures):
+        self.result = None
+        self.run = SegmentationRun(slicer.mrmlScene, request, python=pythonSlicer())
+        return self.run
+
+    def loadRun(self):
+        run, self.run = self.run, None
+        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        self.result = run.load(layoutNode if run.request.compare else None)
+        slicer.util.resetSliceViews()
+        return self.result
+
+    def cancelRun(self):
+        run, self.run = self.run, None
+        if run is not None:
+            run.cancel()
+
+    def centerOnStructure(self, viewRow):
+        from TuckerSegmentLib.panel.segmentation_run import center_of
+        from TuckerSegmentLib.panel.slicer_nodes import structure_at
+
+        if self.result is None or self.result.table is None:
             return
-        node = self.nodes["compressed"]
-        segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(structures[row].name)
-        if segment_id:
-            center = node.GetSegmentCenterRAS(segment_id)
+        name = structure_at(self.result.table, viewRow)
+        center = center_of(self.result.compressed, name) if name else None
+        if center is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
 
-    def cleanupRun(self):
-        import shutil
 
-        if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-            self.run_dir = None
-
-
-def shutil_which_python_slicer():
+def pythonSlicer():
     """PythonSlicer runs Python scripts with Slicer's Python environment."""
     import shutil
 
     return shutil.which("PythonSlicer") or sys.executable
 
 
+def pipEnsure():
+    """slicer.packaging.pip_ensure (3D Slicer 5.12+; it is not imported by `import slicer`)."""
+    try:
+        packaging = importlib.import_module("slicer.packaging")
+    except ImportError:
+        return None
+
+    def ensure(requirements, constraints):
+        return packaging.pip_ensure(
+            requirements,
+            constraints=constraints,
+            prompt_install=False,  # the installer asked already
+            requester="TuckerSegment",
+            skip_in_testing=False,
+        )
+
+    return ensure
+
+
+def torchLogic():
+    """The PyTorch extension's logic; ImportError when that extension is not installed."""
+    import PyTorchUtils
+
+    return PyTorchUtils.PyTorchUtilsLogic()
+
+
 class TuckerSegmentTest(ScriptedLoadableModuleTest):
-    """Runs the real flow inside Slicer on the project's test models (for anyone with Slicer)."""
+    """The real flow inside Slicer on the project's test models (for anyone with Slicer and a
+    source checkout): fails, never passes silently, when it cannot run."""
 
     def runTest(self):
         self.setUp()
@@ -454,35 +438,37 @@ class TuckerSegmentTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def test_segment_phantom_and_compare(self):
-        import nibabel as nib
         from TuckerSegmentLib.demo import demo_models_dir
         from TuckerSegmentLib.phantom import make_phantom
 
         models = demo_models_dir()
-        if not models.is_dir():
-            self.delayDisplay("Test models not found; run from a source checkout")
-            return
-        folder = Path(tempfile.mkdtemp())
-        ct, _ = make_phantom(7, spacing=3.0).to_nifti()
-        nib.save(ct, str(folder / "ct.nii.gz"))
-        volume = slicer.util.loadVolume(str(folder / "ct.nii.gz"))
-        logic = TuckerSegmentLogic()
-        os.environ["TOTALSEG_WEIGHTS_PATH"] = str(models)
-        process = logic.start(
-            volume,
-            fast=True,
-            df=0.5,
-            device="cpu",
-            precision="fp32",
-            compare=True,
-            rank_floor=4,
-            method="hosvd",
-            expert_df="",
+        self.assertTrue(
+            models.is_dir(),
+            f"TuckerSegment's test models are not at {models}: the self-test needs a source "
+            "checkout (Testing/models) or TUCKERSEGMENT_DEMO_MODELS",
         )
-        self.assertEqual(process.wait(timeout=900), 0, process.state.error)
-        summary = logic.loadResults(volume, None)
-        node = logic.nodes["compressed"]
-        self.assertGreater(node.GetSegmentation().GetNumberOfSegments(), 10)
-        self.assertIsNotNone(summary["table"])
-        logic.cleanupRun()
+        logic = TuckerSegmentLogic()
+        self.assertTrue(logic.ensureDependencies().ok, "dependencies are not installed")
+        phantom = make_phantom(7, spacing=3.0)
+        volume = slicer.util.addVolumeFromArray(
+            phantom.ct.transpose(2, 1, 0), ijkToRAS=phantom.affine, name="Phantom CT"
+        )
+        request = logic.request(self._parameters(volume), "cpu")
+        request = dataclasses.replace(request, weights_dir=str(models))
+        run = logic.startRun(request)
+        self.assertEqual(run.wait(timeout=900), 0, run.error)
+        result = logic.loadRun()
+        self.assertGreater(result.compressed.GetSegmentation().GetNumberOfSegments(), 10)
+        self.assertIsNotNone(result.table)
+        self.assertIsNone(run.folder, "the exported CT must be removed")
         self.delayDisplay("TuckerSegment test passed")
+
+    def _parameters(self, volume):
+        parameters = TuckerSegmentLogic().getParameterNode()
+        parameters.inputVolume = volume
+        parameters.quality = QUALITIES[0]
+        parameters.df = 0.5
+        parameters.precision = "fp32"
+        parameters.compare = True
+        parameters.rankFloor = 4
+        return parameters

@@ -86,6 +86,27 @@ class AgreementReport:
         return out.getvalue()
 
 
+def read_agreement_csv(text: str, tolerance_mm: float = TOLERANCE_MM) -> AgreementReport:
+    """The report back from :meth:`AgreementReport.to_csv` (the panel reads what the CLI wrote
+    instead of recomputing Dice and NSD)."""
+    structures = []
+    for row in csv.DictReader(io.StringIO(text)):
+        structures.append(
+            StructureAgreement(
+                label=int(row["label"]),
+                name=row["name"],
+                status=row["status"],
+                dice=float(row["dice"]) if row["dice"] else None,
+                nsd=float(row["nsd"]) if row["nsd"] else None,
+                volume_a_ml=float(row["volume_a_ml"]),
+                volume_b_ml=float(row["volume_b_ml"]),
+                voxels_a=int(row["voxels_a"]),
+                voxels_b=int(row["voxels_b"]),
+            )
+        )
+    return AgreementReport(structures, tolerance_mm, (float("nan"),) * 3)
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 

@@ -205,7 +205,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="keep each original conv whose Tucker block is not faster on this device "
         "(timed once, cached)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     _add_speed_options(p)
     p.add_argument(
@@ -368,7 +372,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fast", action="store_true", help="TS's 3 mm model instead of the five 1.5 mm experts"
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.set_defaults(run=_run_demo)
@@ -448,7 +456,11 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--df", type=_dfs, nargs="+", default=None, help="DFs to time (default 0.9 0.5 0.3 0.1)"
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--patch", type=int, nargs=3, help="patch size (default: TS's)")

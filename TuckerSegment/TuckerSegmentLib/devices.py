@@ -155,14 +155,40 @@ def _best_from_benchmark(results: dict[str, Any], device: str):
     return best["df"], best.get("precision"), best["speedup"]
 
 
+def device_kind(device: str) -> str:
+    """``cuda:1`` → ``cuda``: the kind that precision, runtime and autocast decisions use."""
+    return device.split(":", 1)[0]
+
+
+def ts_device(device: str) -> str:
+    """TotalSegmentator's spelling: ``cuda`` → ``gpu``, ``cuda:N`` → ``gpu:N``."""
+    return "gpu" + device[4:] if device.startswith("cuda") else device
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` → the recommended device; otherwise check that the device exists."""
+    """``auto`` → the recommended device; otherwise check that the device exists.
+
+    ``cuda:N`` chooses one GPU of several (the Slicer panel lists each GPU)."""
+    index = None
+    if device.startswith("cuda:"):
+        if not device[5:].isdigit():
+            raise TuckerSegmentError(f"unknown device {device!r}; GPUs are cuda:0, cuda:1, ...")
+        device, index = "cuda", int(device[5:])
     if device not in DEVICES:
-        raise TuckerSegmentError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        raise TuckerSegmentError(
+            f"unknown device {device!r}; choose one of {', '.join(DEVICES)} or cuda:N"
+        )
     if device == "auto":
         return recommend(detect()).device
     if device == "cuda" and not torch.cuda.is_available():
         raise TuckerSegmentError("--device cuda: no CUDA GPU is available to this PyTorch")
+    if index is not None:
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise TuckerSegmentError(
+                f"--device cuda:{index}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+        return f"cuda:{index}"
     if device == "mps" and not detect().mps:
         raise TuckerSegmentError("--device mps: Apple MPS is not available on this machine")
     return device

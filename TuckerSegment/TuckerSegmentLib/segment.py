@@ -24,8 +24,6 @@ from .progress import Progress, Span
 from .ranks import DEFAULT_RANK_FLOOR, check_df
 from .ts_weights import TSModel, total_models
 
-TS_DEVICES = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}
-
 
 @dataclass
 class SegmentOptions:
@@ -128,6 +126,7 @@ def _run_ts(
     """One TS run; ``networks`` maps model folders to the network to use instead of TS's."""
     from totalsegmentator.python_api import totalsegmentator
 
+    from .devices import device_kind, ts_device
     from .in_process_workers import workers_in_process
     from .network_swap import swapped_networks
 
@@ -159,14 +158,16 @@ def _run_ts(
     with (
         spawned_workers(),
         in_process,
-        swapped_networks(lambda f: networks.get(f.resolve()), device, precision, on_loaded),
+        swapped_networks(
+            lambda f: networks.get(f.resolve()), device_kind(device), precision, on_loaded
+        ),
     ):
         image = totalsegmentator(
             ct.image,
             None,
             ml=True,
             fast=options.fast,
-            device=TS_DEVICES[device],
+            device=ts_device(device),
             quiet=True,
             nr_thr_resamp=1,
             nr_thr_saving=1,
@@ -186,12 +187,12 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
     from .cache import compressed_model
     from .compressed_model import library_versions
     from .cpu_fusion import fuse
-    from .devices import resolve_device
+    from .devices import device_kind, resolve_device
     from .input_image import load_ct
     from .model_folder import open_model_folder
     from .output_files import sibling, staged_outputs, write_json, write_result
     from .precision import resolve_precision
-    from .stats import compressed_count
+    from .size_table import size_table
     from .structures import structure_names
     from .ts_environment import ts_environment
     from .ts_weights import weights_dir
@@ -203,7 +204,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
     settings = model_settings(options, models)
     _check_paths(options)
     device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    precision = resolve_precision(options.precision, device_kind(device))
     allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
 
     progress.update("load", 0.0, f"reading {options.input.name}")
@@ -229,12 +230,17 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
             info: dict[str, Any] = {"task_id": model.task_id, "folder": str(folders[model.name])}
             if setting is None:
                 spec = open_model_folder(folders[model.name]).spec
-                count, _ = compressed_count(spec, CompressionSettings(df=1.0))
+                original = size_table(spec)  # the original network, not a full-rank Tucker one
                 info.update(
-                    df=1.0, compressed=False, params=count.params, gflops_per_patch=count.gflops
+                    df=1.0,
+                    compressed=False,
+                    params=original.params,
+                    gflops_per_patch=original.flops / 1e9,
                 )
             else:
-                cached = compressed_model(folders[model.name], setting, device, precision)
+                cached = compressed_model(
+                    folders[model.name], setting, device_kind(device), precision
+                )
                 network = cached.network
                 if options.runtime == "fused" and device == "cpu" and precision == "fp32":
                     info["runtime"] = "fused" if fuse(network) else "eager"

@@ -39,8 +39,8 @@ def labels_to_segmentation_node(
     import vtk
     from vtk.util import numpy_support
 
-    from .structures import structure_colors, structure_names
-    from .terminology import terminology_entry
+    from ..structures import structure_colors, structure_names
+    from ..terminology import terminology_entry
 
     slicer = _slicer()
     names, colors = structure_names(), structure_colors()
@@ -79,7 +79,7 @@ def labels_to_segmentation_node(
 
 def load_result(scene: Any, path: Path, name: str, reference_volume=None):
     """Load a TuckerSegment/TS result (.nii.gz or .seg.nrrd) as a segmentation node."""
-    from .compare_files import read_labels
+    from ..compare_files import read_labels
 
     labels, affine = read_labels(Path(path))
     return labels_to_segmentation_node(scene, labels, affine, name, reference_volume)
@@ -117,4 +117,18 @@ def agreement_table_node(scene: Any, report, name: str = "TuckerSegment agreemen
         arrays[5].InsertNextValue(diff)
     for array in arrays:
         table.AddColumn(array)
+    table.SetUseColumnTitleAsColumnHeader(True)  # names in the header, not in an extra row 0
+    table.SetLocked(True)  # a report, not for editing
     return table
+
+
+def table_row(table: Any, view_row: int) -> int:
+    """The vtkTable row behind a row index of Slicer's table view (qMRMLTableModel): with
+    UseColumnTitleAsColumnHeader off, Slicer's default, the view's row 0 holds the column names."""
+    return view_row if table.GetUseColumnTitleAsColumnHeader() else view_row - 1
+
+
+def structure_at(table: Any, view_row: int) -> str | None:
+    """The structure named in the agreement table row the user clicked, or None."""
+    row = table_row(table, view_row)
+    return table.GetCellText(row, 0) if 0 <= row < table.GetNumberOfRows() else None

@@ -1,0 +1,287 @@
+"""The Slicer panel's logic end to end, headless: a real slicer-core MRML scene and layout logic,
+the real `tucker-segment` CLI in a background process on the test models, results loaded from the
+CLI's .seg.nrrd and agreement CSV, the comparison layout, Cancel, failures and temp-data removal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+from conftest import MODELS
+from TuckerSegmentLib.panel import run_folder
+from TuckerSegmentLib.panel.segmentation_run import (
+    RunError,
+    RunRequest,
+    SegmentationRun,
+    center_of,
+)
+from TuckerSegmentLib.panel.slicer_nodes import structure_at, table_row
+
+
+def _scene_with_layout():
+    scene = slicer.vtkMRMLScene()
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)  # as Slicer's app logic does
+    layout_logic = slicer.vtkMRMLLayoutLogic()
+    layout_logic.SetMRMLScene(scene)
+    slice_logics = []  # Slicer's slice widgets each hold one; it adds the view's composite node
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.SetSliceNode(scene.GetNthNodeByClass(i, "vtkMRMLSliceNode"))
+        slice_logics.append(logic)
+    layout_logic.slice_logics = slice_logics  # keep them alive with the scene
+    return scene, layout_logic
+
+
+def _load_volume(scene, path: Path):
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Phantom CT")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(volume)
+    return volume
+
+
+@pytest.fixture(scope="session")
+def phantom_3mm(tmp_path_factory) -> Path:
+    import nibabel as nib
+    from TuckerSegmentLib.phantom import make_phantom
+
+    path = tmp_path_factory.mktemp("panel") / "ct.nii.gz"
+    ct, _ = make_phantom(4242, spacing=3.0).to_nifti()
+    nib.save(ct, str(path))
+    return path
+
+
+def _request(volume, **overrides) -> RunRequest:
+    settings = dict(fast=True, df=0.5, device="cpu", precision="fp32", weights_dir=str(MODELS))
+    settings.update(overrides)
+    return RunRequest(volume.GetID(), **settings)
+
+
+@pytest.fixture(scope="session")
+def loaded_run(phantom_3mm, isolated_home, tmp_path_factory):
+    """One real compare run through the panel logic, loaded into a scene with a layout; the CT
+    sits under a translation so the transform handling is exercised."""
+    import vtk
+
+    scene, layout_logic = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 40.0)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    yellow_before = next(
+        scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))
+        if scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName() == "Yellow"
+    ).GetOrientation()
+    root = tmp_path_factory.mktemp("runs")
+    run = SegmentationRun(
+        scene,
+        _request(volume, compare=True),
+        python=sys.executable,
+        env=isolated_home,
+        temp_root=root,
+    )
+    folder = run.folder
+    assert (folder / "ct.nii.gz").is_file()
+    code = run.wait(timeout=600)
+    assert code == 0, "\n".join(run.log)
+    csv = (folder / "result.agreement.csv").read_text()
+    result = run.load(layout_logic.GetLayoutNode())
+    return dict(
+        scene=scene,
+        volume=volume,
+        transform=transform,
+        result=result,
+        folder=folder,
+        csv=csv,
+        yellow_before=yellow_before,
+        layout=layout_logic.GetLayoutNode(),
+        events=list(run.process.state.events),
+    )
+
+
+def _segment_names(node) -> list[str]:
+    segmentation = node.GetSegmentation()
+    return [
+        segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())
+    ]
+
+
+def test_results_come_from_the_clis_seg_nrrd_with_names_colors_terminology(loaded_run):
+    import vtk
+    from TuckerSegmentLib.structures import structure_colors, structure_names
+
+    result = loaded_run["result"]
+    names = _segment_names(result.compressed)
+    assert "liver" in names and len(names) >= 10
+    ids = {v: k for k, v in structure_names().items()}
+    segmentation = result.compressed.GetSegmentation()
+    liver = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver"))
+    assert np.allclose(liver.GetColor(), structure_colors()[ids["liver"]], atol=1e-6)
+    term = vtk.mutable("")
+    liver.GetTag("TerminologyEntry", term)
+    assert "SCT^10200004^Liver" in str(term)
+    assert result.compressed.GetName() == "Phantom CT TuckerSegment DF 0.5"
+    assert result.original.GetName() == "Phantom CT TotalSegmentator"
+    assert loaded_run["events"] and loaded_run["events"][-1].stage == "done"
+
+
+def test_agreement_table_rows_map_to_their_structures(loaded_run):
+    """Rows are read from the CLI's CSV (worst Dice first) and a clicked row finds its structure."""
+    from TuckerSegmentLib.agreement import read_agreement_csv
+
+    result = loaded_run["result"]
+    report = read_agreement_csv(loaded_run["csv"])
+    expected = [s.name for s in sorted(report.present(), key=lambda s: (s.dice, s.name))]
+    table = result.table
+    assert table.GetNumberOfRows() == len(expected) > 5
+    for row, name in enumerate(expected):
+        assert structure_at(table, row) == name  # the view's row index, as clicked
+        assert table.GetCellText(row, 0) == name
+        dice = next(s.dice for s in report.structures if s.name == name)
+        assert float(table.GetCellText(row, 1)) == pytest.approx(dice, abs=1e-4)
+    assert structure_at(table, len(expected)) is None
+    assert structure_at(table, -1) is None
+
+
+def test_view_rows_of_a_default_table_node_are_offset_by_the_name_row():
+    """qMRMLTableModel shows a default table's column names as row 0 of the view."""
+    table = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLTableNode")
+    assert table_row(table, 1) == 0 and table_row(table, 0) == -1
+    table.SetUseColumnTitleAsColumnHeader(True)
+    assert table_row(table, 0) == 0
+
+
+def test_comparison_layout_two_axial_linked_views_one_segmentation_each(loaded_run):
+    scene, result = loaded_run["scene"], loaded_run["result"]
+    assert loaded_run["yellow_before"] == "Sagittal"  # Slicer's default for the right-hand view
+    assert (
+        loaded_run["layout"].GetViewArrangement()
+        == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+    )
+    red = scene.GetNodeByID("vtkMRMLSliceNodeRed")
+    yellow = scene.GetNodeByID("vtkMRMLSliceNodeYellow")
+    assert red.GetOrientation() == yellow.GetOrientation() == "Axial"
+    for name in ("Red", "Yellow"):
+        composite = scene.GetNodeByID(f"vtkMRMLSliceCompositeNode{name}")
+        assert composite.GetBackgroundVolumeID() == loaded_run["volume"].GetID()
+        assert composite.GetLinkedControl()
+    original = result.original.GetDisplayNode()
+    compressed = result.compressed.GetDisplayNode()
+    assert [original.GetNthViewNodeID(i) for i in range(original.GetNumberOfViewNodeIDs())] == [
+        red.GetID()
+    ]
+    assert [compressed.GetNthViewNodeID(i) for i in range(compressed.GetNumberOfViewNodeIDs())] == [
+        yellow.GetID()
+    ]
+
+
+def test_results_follow_a_transformed_ct(loaded_run):
+    result, transform = loaded_run["result"], loaded_run["transform"]
+    for node in (result.compressed, result.original):
+        assert node.GetTransformNodeID() == transform.GetID()
+    local = result.compressed.GetSegmentCenterRAS(
+        result.compressed.GetSegmentation().GetSegmentIdBySegmentName("liver")
+    )
+    world = center_of(result.compressed, "liver")
+    assert world[0] == pytest.approx(local[0] + 40.0)
+    assert world[1:] == pytest.approx(tuple(local[1:]))
+
+
+def test_run_folder_with_the_exported_ct_is_removed_after_loading(loaded_run):
+    assert not loaded_run["folder"].exists()
+
+
+def test_existing_output_node_keeps_its_name_and_display(phantom_3mm, isolated_home, tmp_path):
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    mine = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My segmentation")
+    mine.CreateDefaultDisplayNodes()
+    mine.GetDisplayNode().SetOpacity(0.25)
+    run = SegmentationRun(
+        scene,
+        _request(volume, output_id=mine.GetID(), df=0.3),
+        python=sys.executable,
+        env=isolated_home,
+        temp_root=tmp_path,
+    )
+    assert run.wait(timeout=600) == 0, "\n".join(run.log)
+    result = run.load()
+    assert result.compressed is mine
+    assert mine.GetName() == "My segmentation"
+    assert mine.GetDisplayNode().GetOpacity() == pytest.approx(0.25)
+    assert "liver" in _segment_names(mine)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    assert result.table is None and result.original is None
+
+
+def test_volume_removed_during_the_run_gives_a_clear_error(phantom_3mm, isolated_home, tmp_path):
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    run = SegmentationRun(
+        scene, _request(volume), python=sys.executable, env=isolated_home, temp_root=tmp_path
+    )
+    scene.RemoveNode(volume)
+    assert run.wait(timeout=600) == 0
+    with pytest.raises(RunError, match="'Phantom CT' was removed during the run"):
+        run.load()
+    assert list(tmp_path.iterdir()) == []
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_cancel_ends_the_run_and_removes_the_ct(phantom_3mm, isolated_home, tmp_path):
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    run = SegmentationRun(
+        scene, _request(volume), python=sys.executable, env=isolated_home, temp_root=tmp_path
+    )
+    deadline = time.monotonic() + 120
+    while run.latest is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run.latest is not None, "no progress from the CLI"
+    run.cancel()
+    assert run.process.state.cancelled and run.poll() is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_run_reports_one_line_and_leaves_nothing(phantom_3mm, isolated_home, tmp_path):
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    run = SegmentationRun(
+        scene,
+        _request(volume, weights_dir=str(tmp_path / "no-weights")),
+        python=sys.executable,
+        env=isolated_home,
+        temp_root=tmp_path / "runs",
+    )
+    assert run.wait(timeout=300) != 0
+    assert "weights" in run.error.lower() and "\n" not in run.error
+    run.cleanup()
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_missing_volume_is_refused_before_any_work(tmp_path):
+    scene, _ = _scene_with_layout()
+    with pytest.raises(RunError, match="no longer in the scene"):
+        SegmentationRun(scene, RunRequest("vtkMRMLScalarVolumeNode99"), temp_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_run_folders_are_swept(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = run_folder.new_run_folder(tmp_path)
+    (stale / "owner.pid").write_text(str(dead.pid))
+    (stale / "ct.nii.gz").write_bytes(b"patient data")
+    mine = run_folder.new_run_folder(tmp_path)
+    assert run_folder.sweep_stale(tmp_path) == [stale]
+    assert not stale.exists() and mine.exists()

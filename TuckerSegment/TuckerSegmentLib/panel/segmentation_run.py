@@ -1,0 +1,220 @@
+"""One Segment click: export the CT, run the CLI in the background, load what it wrote.
+
+The request is captured when the run starts (node IDs and settings), so changing the panel's
+selection during a run changes nothing; results go to the nodes chosen at the start. The CT
+export and the CLI's outputs live in a private run folder that is removed when the run is
+loaded, fails, is cancelled, or its owner goes away (scene close, module cleanup, Slicer exit).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import run_folder
+from .process_controller import ProgressEvent, SegmentProcess, cli_command
+from .scene_io import export_volume, load_segmentation
+
+
+class RunError(RuntimeError):
+    """A run could not start or its results could not be loaded; one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run needs, captured at Segment time."""
+
+    volume_id: str
+    output_id: str | None = None
+    fast: bool = True
+    df: float = 0.3
+    device: str = "cpu"
+    precision: str = "fp32"
+    compare: bool = False
+    rank_floor: int = 8
+    method: str = "hosvd"
+    expert_df: str = ""
+    weights_dir: str | None = None
+
+    def cli_args(self, ct: Path, result: Path) -> list[str]:
+        """The `tucker-segment segment` command line a user would type for this run."""
+        args = ["segment", "-i", str(ct), "-o", str(result), "--df", f"{self.df:g}"]
+        args += ["--device", self.device, "--precision", self.precision]
+        args += ["--rank-floor", str(self.rank_floor), "--method", self.method]
+        args += ["--progress", "json"]
+        if self.fast:
+            args.append("--fast")
+        if self.compare:
+            args.append("--compare")
+        if self.expert_df:
+            args += ["--expert-df", self.expert_df]
+        if self.weights_dir:
+            args += ["--weights-dir", self.weights_dir]
+        return args
+
+
+@dataclass
+class RunResult:
+    """What the panel shows after loading: the nodes, the agreement table and a summary."""
+
+    compressed: Any
+    original: Any | None = None
+    table: Any | None = None
+    text: str = ""
+
+
+class SegmentationRun:
+    """A background CLI run for one request, in its own run folder."""
+
+    RESULT = "result.seg.nrrd"
+
+    def __init__(
+        self,
+        scene: Any,
+        request: RunRequest,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+        temp_root: Path | None = None,
+    ) -> None:
+        self.scene = scene
+        self.request = request
+        volume = scene.GetNodeByID(request.volume_id)
+        if volume is None:
+            raise RunError("the input volume is no longer in the scene")
+        self.volume_name = volume.GetName()
+        self.folder: Path | None = run_folder.new_run_folder(temp_root)
+        try:
+            ct = self.folder / "ct.nii.gz"
+            export_volume(scene, volume, ct)
+            command = cli_command(request.cli_args(ct, self.folder / self.RESULT), python)
+            self.process: SegmentProcess | None = SegmentProcess(command, env=env)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    @property
+    def latest(self) -> ProgressEvent | None:
+        return self.process.latest if self.process else None
+
+    @property
+    def log(self) -> list[str]:
+        return self.process.state.log if self.process else []
+
+    @property
+    def error(self) -> str | None:
+        return self.process.state.error if self.process else None
+
+    def poll(self) -> int | None:
+        """The CLI's exit code once it has finished, else None."""
+        return self.process.poll() if self.process else -1
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.process.wait(timeout) if self.process else -1
+
+    def cancel(self) -> None:
+        """End the CLI and every worker; remove the run folder. Nothing is loaded."""
+        if self.process is not None:
+            self.process.cancel()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the run folder (the exported CT is patient data)."""
+        run_folder.remove(self.folder)
+        self.folder = None
+
+    def load(self, layout_node: Any | None = None) -> RunResult:
+        """Load the finished run into the scene, then remove the run folder."""
+        try:
+            return self._load(layout_node)
+        finally:
+            self.cleanup()
+
+    def _load(self, layout_node: Any | None) -> RunResult:
+        if self.folder is None:
+            raise RunError("the run's files were already removed")
+        if self.scene.GetNodeByID(self.request.volume_id) is None:
+            raise RunError(f"the input volume {self.volume_name!r} was removed during the run")
+        return load_run_folder(self.scene, self.folder, self.request, layout_node)
+
+
+def load_run_folder(
+    scene: Any, folder: Path, request: RunRequest, layout_node: Any | None = None
+) -> RunResult:
+    """Load what `segment` wrote into ``folder`` (result.seg.nrrd, result.json and, with
+    --compare, the original's .seg.nrrd and the agreement CSV): nothing is recomputed."""
+    from ..agreement import read_agreement_csv
+    from .comparison_view import show_side_by_side
+    from .slicer_nodes import agreement_table_node
+
+    volume = scene.GetNodeByID(request.volume_id)
+    output = scene.GetNodeByID(request.output_id) if request.output_id else None
+    sidecar = json.loads((folder / "result.json").read_text())
+    dfs = sorted({m["df"] for m in sidecar["models"].values()})
+    label = "DF " + "/".join(f"{df:g}" for df in dfs)
+    compressed = load_segmentation(
+        scene,
+        folder / SegmentationRun.RESULT,
+        f"{volume.GetName()} TuckerSegment {label}",
+        volume,
+        into=output,
+    )
+    _same_folder(scene, volume, compressed)
+    t = sidecar["timings"]
+    result = RunResult(compressed)
+    text = f"TS pipeline {t['segment_s']:.1f} s (networks {t['segment_network_s']:.1f} s)"
+    comparison = sidecar.get("comparison")
+    if comparison is not None:
+        result.original = load_segmentation(
+            scene,
+            Path(comparison["original_output"]),
+            f"{volume.GetName()} TotalSegmentator",
+            volume,
+        )
+        _same_folder(scene, volume, result.original)
+        report = read_agreement_csv(Path(comparison["report"]).read_text())
+        result.table = agreement_table_node(scene, report, f"{volume.GetName()} agreement")
+        if layout_node is not None:
+            show_side_by_side(scene, layout_node, volume, result.original, compressed)
+        mean = comparison["summary"].get("mean_dice")
+        text += f"; original {t['original_s']:.1f} s (networks {t['original_network_s']:.1f} s)"
+        if mean is not None:
+            text += f"; mean Dice {mean:.3f}"
+    result.text = text
+    return result
+
+
+def _same_folder(scene: Any, volume: Any, node: Any) -> None:
+    """Put ``node`` beside ``volume`` in the subject hierarchy (same patient/study)."""
+    hierarchy = (
+        scene.GetSubjectHierarchyNode() if hasattr(scene, "GetSubjectHierarchyNode") else None
+    )
+    if hierarchy is None:
+        import slicer
+
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is None:
+        return
+    volume_item, item = hierarchy.GetItemByDataNode(volume), hierarchy.GetItemByDataNode(node)
+    if volume_item and item:  # items exist once Slicer's subject hierarchy plugins run
+        hierarchy.SetItemParent(item, hierarchy.GetItemParent(volume_item))
+
+
+def center_of(node: Any, structure: str) -> tuple[float, float, float] | None:
+    """World (RAS) center of a structure's segment, for jumping the views to it."""
+    segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(structure)
+    if not segment_id:
+        return None
+    center = node.GetSegmentCenterRAS(segment_id)
+    if center is None:
+        return None
+    point = list(center)
+    transform = node.GetParentTransformNode()
+    if transform is not None:  # the segment center is in the node's own coordinates
+        import vtk
+
+        to_world = vtk.vtkGeneralTransform()
+        transform.GetTransformToWorld(to_world)
+        point = list(to_world.TransformPoint(point))
+    return (point[0], point[1], point[2])
