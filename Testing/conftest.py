@@ -70,6 +70,25 @@ def run_cli(
     return result
 
 
+@pytest.fixture()
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, isolated_home: dict):
+    """Run ``tucker-segment ARGS`` in this process (``main([...])``) with the isolated home;
+    returns the exit code and what it printed. For runs where a child process adds nothing."""
+    from types import SimpleNamespace
+
+    from TuckerSegmentLib.cli import main
+
+    def run(*args: str) -> SimpleNamespace:
+        for key, value in isolated_home.items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+
+
 def run_segment(
     ct: Path, output: Path, *args: str, env: dict | None = None
 ) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import hashlib
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SEGMENT_CPU, run_cli
+from conftest import SEGMENT_CPU
 
 SEG = [*SEGMENT_CPU, "--fast", "--progress", "none"]
 
@@ -53,6 +53,11 @@ def _cases(tmp):
             "output folder does not exist",
         ),
         "output type": ([str(ok)], ["-o", str(tmp / "out.png")], "must end in .nii.gz"),
+        "output folder refuses files": (
+            [str(ok)],
+            ["-o", "/proc/out.nii.gz"],
+            "output folder does not accept files: /proc",
+        ),
         "output is input": ([str(ok)], ["-o", str(ok)], "output must differ from the input"),
         "no weights": ([str(ok)], ["--weights-dir", str(tmp)], "totalseg_download_weights"),
     }
@@ -75,11 +80,12 @@ def _cases(tmp):
         "output folder missing",
         "output under a file",
         "output type",
+        "output folder refuses files",
         "output is input",
         "no weights",
     ],
 )
-def test_bad_input(case, tmp_path, isolated_home):
+def test_bad_input(case, tmp_path, cli):
     inputs, extra, message = _cases(tmp_path)[case]
     before = {
         p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
@@ -87,7 +93,7 @@ def test_bad_input(case, tmp_path, isolated_home):
     args = [*SEG, "-i", *inputs]
     if "-o" not in extra:
         args += ["-o", str(tmp_path / "result.nii.gz")]
-    result = run_cli(*args, *extra, env=isolated_home)
+    result = cli(*args, *extra)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tucker-segment: error:") and message in last, result.stderr

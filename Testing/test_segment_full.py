@@ -79,6 +79,15 @@ def test_df_one_gives_labels_identical_to_plain_ts(fast, phantom_files, isolated
     assert ours.shape == plain.shape
     assert np.array_equal(ours, plain)
     assert len(np.unique(ours)) > 10
+    # DF 1 runs, and is reported as, the original network (not a full-rank Tucker network)
+    from TuckerSegmentLib.model_folder import open_model_folder
+    from TuckerSegmentLib.size_table import size_table
+
+    sidecar = json.loads(out.with_name("df1.json").read_text())
+    for info in sidecar["models"].values():
+        spec = open_model_folder(info["folder"]).spec
+        assert info["compressed"] is False
+        assert info["params"] == size_table(spec).params
 
 
 def test_full_mode_compressed_agrees_with_original(phantom_files, isolated_home, tmp_path):

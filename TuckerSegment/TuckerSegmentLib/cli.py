@@ -549,7 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user errors print one line to stderr and return 1."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
-    signal.signal(signal.SIGTERM, _terminate)
+    # torch 2.14 warns when timm (imported by TS's dependencies) uses torch.jit.interface: not
+    # ours to fix and nothing a user can act on; only that one message from that one place
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.jit\.interface` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.jit\._script",
+    )
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except TuckerSegmentError as error:
@@ -558,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

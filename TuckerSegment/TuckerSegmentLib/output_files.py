@@ -44,13 +44,25 @@ def sibling(path: Path, suffix: str) -> Path:
 
 
 def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output that cannot be written: a missing folder, a folder
+    without write permission, or one that refuses files although permissions say yes (/proc, a
+    read-only mount): a probe file is created and removed there."""
+    import tempfile
+
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise TuckerSegmentError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TuckerSegmentError(f"output folder is not writable: {folder}")
     if path.is_dir():
         raise TuckerSegmentError(f"output {path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TuckerSegmentError(f"output folder is not writable: {folder}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tuckersegment-probe-"):
+            pass
+    except OSError as error:
+        raise TuckerSegmentError(
+            f"output folder does not accept files: {folder} ({error.strerror or error})"
+        ) from None
 
 
 class StagedOutputs:
