@@ -44,8 +44,11 @@ CONNECTORS = {
 
 
 def _constants() -> dict:
-    """Module-level list/str constants of TuckerSegment.py (the Choice lists)."""
-    values = {}
+    """Module-level list/str constants of TuckerSegment.py (the Choice lists), and the shared
+    values it imports from TuckerSegmentLib."""
+    from TuckerSegmentLib.fidelity import DEFAULT_DF
+
+    values = {"DEFAULT_DF": DEFAULT_DF}
     for node in TREE.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             try:
@@ -188,14 +191,8 @@ def test_old_slicer_gets_a_message_not_a_traceback(slicer_version, python, ok):
 
 
 def test_version_is_checked_before_tuckersegmentlib_is_imported():
-    """At module level nothing imports TuckerSegmentLib, and the gate comes before the parameter
-    node (whose imports need Slicer 5.10's parameterNodeWrapper)."""
-    for node in TREE.body:
-        for inner in (
-            ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []
-        ):
-            if isinstance(inner, ast.ImportFrom):
-                assert not (inner.module or "").startswith("TuckerSegmentLib")
+    """At module level TuckerSegmentLib is imported only inside the `VERSION_PROBLEM is None`
+    block, which comes after the gate (its imports need Slicer 5.10's parameterNodeWrapper)."""
     names = [
         getattr(n.targets[0], "id", None) if isinstance(n, ast.Assign) else None for n in TREE.body
     ]
@@ -203,9 +200,23 @@ def test_version_is_checked_before_tuckersegmentlib_is_imported():
     guarded = next(
         i
         for i, n in enumerate(TREE.body)
-        if isinstance(n, ast.If) and "VERSION_PROBLEM" in ast.unparse(n.test)
+        if isinstance(n, ast.If) and "VERSION_PROBLEM is None" in ast.unparse(n.test)
     )
     assert gate < guarded
+    for i, node in enumerate(TREE.body):
+        if i == guarded or isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom):
+                assert not (inner.module or "").startswith("TuckerSegmentLib"), ast.unparse(node)
+
+
+def test_the_default_df_has_one_home():
+    from TuckerSegmentLib.fidelity import DEFAULT_DF
+
+    assert _parameter_fields()["df"][2] == DEFAULT_DF
+    assert "= DEFAULT_DF" in SOURCE and "WithinRange(0.05, 1.0)] = 0.3" not in SOURCE
+    assert 0.05 <= DEFAULT_DF <= 1.0
 
 
 def _method(class_name: str, method: str) -> ast.FunctionDef:

@@ -65,6 +65,7 @@ if VERSION_PROBLEM is None:
 
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
+    from TuckerSegmentLib.fidelity import DEFAULT_DF  # plain Python, no dependencies
 
     @parameterNodeWrapper
     class TuckerSegmentParameterNode:
@@ -74,7 +75,7 @@ if VERSION_PROBLEM is None:
         inputVolume: vtkMRMLScalarVolumeNode
         outputSegmentation: vtkMRMLSegmentationNode
         quality: Annotated[str, Choice(QUALITIES)] = QUALITIES[0]
-        df: Annotated[float, WithinRange(0.05, 1.0)] = 0.3
+        df: Annotated[float, WithinRange(0.05, 1.0)] = DEFAULT_DF
         precision: Annotated[str, Choice(PRECISIONS)] = "fp32"
         compare: bool = False
         rankFloor: Annotated[int, WithinRange(1, 64)] = 8

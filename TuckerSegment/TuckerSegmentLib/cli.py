@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import TuckerSegmentError
+from .fidelity import DEFAULT_DF, defaults_text
 from .ranks import DEFAULT_RANK_FLOOR
 
 PROG = "tucker-segment"
@@ -105,7 +106,10 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model-dir", required=True, help="nnU-Net model folder")
     p.add_argument(
-        "--df", type=float, default=0.3, help="downsampling factor in (0, 1] (default 0.3)"
+        "--df",
+        type=float,
+        default=DEFAULT_DF,
+        help=f"downsampling factor in (0, 1] (default {DEFAULT_DF:g})",
     )
     p.add_argument(
         "--method",
@@ -186,8 +190,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--df",
         type=float,
-        default=0.3,
-        help="downsampling factor for every model; 1 = the original networks (default 0.3)",
+        default=None,
+        help="downsampling factor for every model; 1 = the original networks (default: "
+        f"{defaults_text()}, the zero-shot fidelity floors; see README 'Choosing a DF')",
     )
     p.add_argument(
         "--expert-df",
@@ -368,7 +373,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "timings; write both segmentations, the report and a side-by-side PNG. Offline.",
     )
     p.add_argument("-o", "--output", default="tuckersegment-demo", help="output folder")
-    p.add_argument("--df", type=float, default=0.3)
+    p.add_argument(
+        "--df",
+        type=float,
+        default=None,
+        help=f"one DF for every model (default: {defaults_text()})",
+    )
     p.add_argument(
         "--fast", action="store_true", help="TS's 3 mm model instead of the five 1.5 mm experts"
     )

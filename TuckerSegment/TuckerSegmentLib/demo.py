@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TuckerSegmentError
+from .fidelity import defaults_text
 from .progress import Progress
 
 DEMO_SEED = 2026
@@ -40,7 +41,7 @@ def truth_dice(truth: np.ndarray, labels: np.ndarray, names: dict[int, str]) -> 
 
 def run_demo(
     out_dir: Path,
-    df: float = 0.3,
+    df: float | None = None,
     fast: bool = False,
     device: str = "auto",
     precision: str = "auto",
@@ -91,7 +92,8 @@ def run_demo(
         compressed,
         (1.5, 1.5, 1.5),
         out_dir / "comparison.png",
-        f"TuckerSegment demo: synthetic CT, {'fast' if fast else 'full'} mode, DF {df:g} — "
+        f"TuckerSegment demo: synthetic CT, {'fast' if fast else 'full'} mode, "
+        f"{defaults_text() if df is None else f'DF {df:g}'} — "
         f"agreement mean Dice {summary['mean_dice']:.3f}",
     )
     report = {

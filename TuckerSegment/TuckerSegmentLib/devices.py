@@ -109,7 +109,16 @@ _DATA_CENTER = ("A100", "H100", "H200", "B200", "A40", "L40", "V100", "A6000", "
 
 
 def recommend(report: DeviceReport, benchmark: dict[str, Any] | None = None) -> Recommendation:
-    """Device, precision and DF for this machine; ``benchmark`` is the user's saved results."""
+    """Device, precision and DF for this machine; ``benchmark`` is the user's saved results.
+
+    The DF is a fidelity decision (fidelity.py): never below the zero-shot floors on speed alone.
+    The benchmark may choose the precision; its speed at lower DFs is reported as information."""
+    from .fidelity import DEFAULT_DF, defaults_text
+
+    df, why_df = (
+        DEFAULT_DF,
+        f"{defaults_text()}, the zero-shot fidelity floors (README: Choosing a DF)",
+    )
     if report.gpus:
         gpu = report.gpus[0]
         device = "cuda"
@@ -121,38 +130,46 @@ def recommend(report: DeviceReport, benchmark: dict[str, Any] | None = None) -> 
                 f"{gpu.name} has no tensor cores: fp16 runs slower than fp32 there (paper, Table 2)"
             )
         if any(tag in gpu.name for tag in _DATA_CENTER):
-            df, why_df = 0.5, "a data-center GPU gains little from strong compression"
-        else:
-            df, why_df = 0.3, "DF 0.3 removes ~88% of parameters with little loss"
+            df, why_df = 0.5, "DF 0.5: a data-center GPU gains little from stronger compression"
         reason = f"{why}; {why_df}"
     elif report.mps:
-        device, precision, df = "mps", "fp32", 0.3
-        reason = "Apple GPU (MPS); fp32 is the reliable precision there; DF 0.3"
+        device, precision = "mps", "fp32"
+        reason = f"Apple GPU (MPS); fp32 is the reliable precision there; {why_df}"
     else:
-        device, df = "cpu", 0.3
+        device = "cpu"
         if report.cpu.fast_bf16:
             precision = "bf16"
-            reason = "CPU with AMX: bf16 is faster; DF 0.3 for the largest CPU speed-up"
+            reason = f"CPU with AMX: bf16 is faster; {why_df}"
         else:
             precision = "fp32"
-            reason = "CPU without AMX: fp32; DF 0.3 for the largest CPU speed-up"
+            reason = f"CPU without AMX: fp32; {why_df}"
     if benchmark:
-        best = _best_from_benchmark(benchmark, device)
-        if best is not None:
-            df, precision_b, speedup = best
-            precision = precision_b or precision
-            reason += f"; your benchmark on this machine: DF {df:g} ran {speedup:.1f}× faster"
+        note = _benchmark_note(benchmark, device, df)
+        if note:
+            reason += f"; {note}"
     return Recommendation(device, precision, df, reason)
 
 
-def _best_from_benchmark(results: dict[str, Any], device: str):
+def _benchmark_note(results: dict[str, Any], device: str, df: float) -> str | None:
+    """What the user's benchmark says about speed, as information: the speed-up at the
+    recommended DF and, separately, what lower DFs would gain and cost."""
     rows = [r for r in results.get("rows", []) if r.get("device", "").startswith(device)]
-    usable = [r for r in rows if r.get("df", 1.0) < 1.0 and r.get("speedup", 0) >= 1.0]
-    if not usable:
+    rows = [r for r in rows if r.get("df", 1.0) < 1.0 and "speedup" in r]
+    if not rows:
         return None
-    # the strongest speed-up; ties go to the milder compression
-    best = max(usable, key=lambda r: (round(r["speedup"], 1), r["df"]))
-    return best["df"], best.get("precision"), best["speedup"]
+    at = [r for r in rows if abs(r["df"] - df) < 1e-9]
+    parts = []
+    if at:
+        parts.append(f"your benchmark: DF {df:g} ran {max(r['speedup'] for r in at):.1f}× faster")
+    lower = [r for r in rows if r["df"] < df - 1e-9]
+    if lower:
+        fastest = max(lower, key=lambda r: r["speedup"])
+        parts.append(
+            f"DF {fastest['df']:g} ran {fastest['speedup']:.1f}× faster but is below the "
+            "zero-shot fidelity floor: only for fine-tuned models or when your own agreement "
+            "report (--compare) supports it"
+        )
+    return "; ".join(parts) or None
 
 
 def device_kind(device: str) -> str:

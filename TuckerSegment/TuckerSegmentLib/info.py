@@ -64,8 +64,13 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"  {'installed' if present else 'missing  '}  {name}")
     lines.append(f"compressed-model cache: {info['cache_dir']}")
     rec = info["recommendation"]
-    lines.append(
-        f"recommended: --device {rec['device']} --precision {rec['precision']} --df {rec['df']:g}"
+    from .fidelity import DEFAULT_DF, defaults_text
+
+    df = (
+        f" --df {rec['df']:g}"
+        if rec["df"] != DEFAULT_DF
+        else f" (and the default DFs: {defaults_text()})"
     )
+    lines.append(f"recommended: --device {rec['device']} --precision {rec['precision']}{df}")
     lines.append(f"  because: {rec['reason']}")
     return "\n".join(lines)

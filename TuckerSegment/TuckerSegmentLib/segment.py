@@ -20,6 +20,7 @@ from torch import nn
 from . import __version__
 from .compress import CompressionSettings
 from .errors import TuckerSegmentError
+from .fidelity import below_floor_warning, default_df
 from .progress import Progress, Span
 from .ranks import DEFAULT_RANK_FLOOR, check_df
 from .ts_weights import TSModel, total_models
@@ -32,7 +33,7 @@ class SegmentOptions:
     input: Path
     output: Path
     fast: bool = False
-    df: float = 0.3
+    df: float | None = None  # None: each model's default (fidelity.py)
     expert_df: dict[str, float] = field(default_factory=dict)
     rank_floor: int = DEFAULT_RANK_FLOOR
     method: str = "hosvd"
@@ -60,7 +61,8 @@ def model_settings(
         )
     settings: dict[str, CompressionSettings | None] = {}
     for name in names:
-        df = check_df(options.expert_df.get(name, options.df))
+        explicit = options.expert_df.get(name, options.df)
+        df = default_df(name) if explicit is None else check_df(explicit)
         settings[name] = (
             None
             if df == 1.0
@@ -209,6 +211,11 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
 
     progress.update("load", 0.0, f"reading {options.input.name}")
     ct = load_ct(options.input)
+    for name, setting in settings.items():
+        explicit = name in options.expert_df or options.df is not None
+        warning = below_floor_warning(name, setting.df) if setting and explicit else None
+        if warning:
+            ct.warnings.append(warning)
     for warning in ct.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     timings["load_input_s"] = time.perf_counter() - t0

@@ -7,6 +7,7 @@ the ones `--df 1` runs.
 
 from __future__ import annotations
 
+from ..fidelity import DEFAULT_DF, default_df
 from ..size_table import SizeTable, size_table
 from ..ts_architectures import builtin_spec
 from ..ts_weights import EXPERT_NAMES
@@ -27,10 +28,13 @@ class ModelSizes:
         return self._tables[fast]
 
     def totals(self, fast: bool, df: float, rank_floor: int) -> tuple[int, int, int, int]:
-        """(params, flops, original params, original flops) summed over the mode's models."""
+        """(params, flops, original params, original flops) summed over the mode's models; at the
+        default DF each model counts at its own default (the cardiac expert at 0.5), as the CLI
+        runs it."""
         params = flops = params0 = flops0 = 0
-        for table in self.tables(fast):
-            p, f = table.compressed(df, rank_floor)
+        models = ["3mm"] if fast else list(EXPERT_NAMES)
+        for model, table in zip(models, self.tables(fast), strict=True):
+            p, f = table.compressed(default_df(model) if df == DEFAULT_DF else df, rank_floor)
             params, flops = params + p, flops + f
             params0, flops0 = params0 + table.params, flops0 + table.flops
         return params, flops, params0, flops0

@@ -40,7 +40,11 @@ class RunRequest:
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
-        args = ["segment", "-i", str(ct), "-o", str(result), "--df", f"{self.df:g}"]
+        from ..fidelity import DEFAULT_DF
+
+        args = ["segment", "-i", str(ct), "-o", str(result)]
+        if self.df != DEFAULT_DF:  # at the default, each model runs at its own default DF
+            args += ["--df", f"{self.df:g}"]
         args += ["--device", self.device, "--precision", self.precision]
         args += ["--rank-floor", str(self.rank_floor), "--method", self.method]
         args += ["--progress", "json"]
