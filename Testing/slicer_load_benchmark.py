@@ -37,7 +37,10 @@ def synthetic_run_folder(folder: Path, shape: tuple[int, int, int], structures: 
                 label += 1
                 if label > structures:
                     break
-                box = tuple(slice(a * st + 2, (a + 1) * st - 2) for a, st in zip((i, j, k), steps, strict=True))
+                box = tuple(
+                    slice(a * st + 2, (a + 1) * st - 2)
+                    for a, st in zip((i, j, k), steps, strict=True)
+                )
                 labels[box] = label
     original = np.roll(labels, 1, axis=0)
     affine = np.diag([0.8, 0.8, 1.0, 1.0])
