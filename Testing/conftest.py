@@ -48,7 +48,7 @@ def _no_network(_guard_environment: Path) -> None:
         pytest.fail("network access attempted:\n" + ("".join(new) or logged), pytrace=False)
 
 
-MODELS = TESTING / "models"
+MODELS = REPO / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"  # shipped for the demo
 # `segment` on the committed test models, on the CPU in fp32 (what every test machine has)
 SEGMENT_CPU = ["segment", "--weights-dir", str(MODELS), "--device", "cpu", "--precision", "fp32"]
 
@@ -76,7 +76,7 @@ def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, isolated
     returns the exit code and what it printed. For runs where a child process adds nothing."""
     from types import SimpleNamespace
 
-    from TuckerSegmentLib.cli import main
+    from TuckerSegmentLib.cli.main import main
 
     def run(*args: str) -> SimpleNamespace:
         for key, value in isolated_home.items():
@@ -99,7 +99,7 @@ def run_segment(
 @pytest.fixture(scope="session")
 def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A full-size TS 3 mm model folder (Dataset297 layout) with seeded random weights."""
-    from TuckerSegmentLib.model_folder_writer import write_random_ts_folder
+    from model_folder_writer import write_random_ts_folder
 
     return write_random_ts_folder(tmp_path_factory.mktemp("models") / "Dataset297", "3mm", seed=1)
 
@@ -116,7 +116,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def phantom_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A fresh phantom (not one the test models were trained on) at 1.5 mm: CT and truth."""
     import nibabel as nib
-    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.demo.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("phantom")
     ct, truth = make_phantom(4242, spacing=1.5).to_nifti()

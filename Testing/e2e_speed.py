@@ -32,7 +32,7 @@ TS_COMMAND = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {lib!r})
-from TuckerSegmentLib.ts_environment import ts_environment
+from TuckerSegmentLib.ts.environment import ts_environment
 if __name__ == "__main__":
     with ts_environment(Path({weights!r})):
         from totalsegmentator.bin.TotalSegmentator import main
@@ -47,7 +47,7 @@ def real_size_ct(path: Path, seed: int = 7) -> None:
     import nibabel as nib
 
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
-    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.demo.phantom import make_phantom
 
     phantom = make_phantom(seed, SPACING)
     volume = np.full(SHAPE, -1000, dtype=np.int16)
@@ -76,8 +76,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
-    from TuckerSegmentLib.model_folder_writer import write_random_ts_folder
-    from TuckerSegmentLib.ts_weights import total_models
+    from model_folder_writer import write_random_ts_folder
+    from TuckerSegmentLib.ts.weights import total_models
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

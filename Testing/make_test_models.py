@@ -1,7 +1,7 @@
 """Train the project's small test models on synthetic phantoms (TS weights can't be fetched here).
 
 Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
-``Testing/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs) and the five
+``TuckerSegment/TuckerSegmentLib/demo/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs) and the five
 1.5 mm experts (Datasets 291-295, TS's per-part label maps). TS's own pipeline loads them
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "models"
+OUT = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
 TRAIN_SEEDS = range(100, 116)  # phantoms for training; tests evaluate on other seeds
 FEATURES = [8, 16, 32, 64]
 STRIDES = [1, 2, 2, 2]
@@ -45,11 +45,11 @@ SETTINGS = {  # model: (spacing mm, plans patch, training patch, iterations, for
 def _prepare_cases(model, spacing: float, tmp: Path):
     """Phantoms run through nnU-Net's own preprocessing, labels mapped to this model's ids."""
     import nibabel as nib
+    from model_folder_writer import ts_class_names, ts_dataset_json
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from TuckerSegmentLib.model_folder_writer import ts_class_names, ts_dataset_json
-    from TuckerSegmentLib.phantom import make_phantom
-    from TuckerSegmentLib.ts_architectures import old_format_plans
+    from TuckerSegmentLib.demo.phantom import make_phantom
+    from TuckerSegmentLib.ts.architectures import old_format_plans
 
     names = ts_class_names("3mm" if model.name == "3mm" else "1.5mm", model.name)
     from totalsegmentator.map_to_binary import class_map
@@ -196,8 +196,8 @@ def _spectral_penalty(network) -> torch.Tensor:
 
 
 def train(model, tmp: Path, out: Path) -> Path:
-    from TuckerSegmentLib.model_folder_writer import write_model_folder
-    from TuckerSegmentLib.ts_architectures import spec_from_plans
+    from model_folder_writer import write_model_folder
+    from TuckerSegmentLib.ts.architectures import spec_from_plans
 
     spacing, _, patch, iterations, foreground_share = SETTINGS[model.name]
     plans, dataset_json, cases = _prepare_cases(model, spacing, tmp)
@@ -232,7 +232,7 @@ def train(model, tmp: Path, out: Path) -> Path:
 
 def main() -> int:
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
-    from TuckerSegmentLib.ts_weights import total_models
+    from TuckerSegmentLib.ts.weights import total_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -254,7 +254,7 @@ def main() -> int:
         print(f"  wrote {folder} ({size / 1e6:.2f} MB)", flush=True)
     (args.out / "README.md").write_text(
         "Test models trained by `Testing/make_test_models.py` on synthetic phantoms "
-        "(TuckerSegmentLib.phantom). Not TotalSegmentator's weights: they know only the "
+        "(TuckerSegmentLib.demo.phantom). Not TotalSegmentator's weights: they know only the "
         "phantom's structures. Layout: a TOTALSEG_WEIGHTS_PATH with TS's folder names.\n\n"
         + json.dumps(
             {

@@ -23,9 +23,9 @@ import numpy as np
 
 def synthetic_run_folder(folder: Path, shape: tuple[int, int, int], structures: int) -> None:
     """Label boxes of TS ids 1..structures tiling the volume; the 'original' shifted by 1 voxel."""
-    from TuckerSegmentLib.agreement import compare_labels
-    from TuckerSegmentLib.output_files import write_seg_nrrd
-    from TuckerSegmentLib.structures import structure_names
+    from TuckerSegmentLib.pipeline.agreement import compare_labels
+    from TuckerSegmentLib.pipeline.output_files import write_seg_nrrd
+    from TuckerSegmentLib.ts.structures import structure_names
 
     labels = np.zeros(shape, np.uint8)
     per_axis = int(np.ceil(structures ** (1 / 3)))

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import SHARED, run_cli
-from TuckerSegmentLib.agreement import compare_labels, surface_dice
+from TuckerSegmentLib.pipeline.agreement import compare_labels, surface_dice
 
 FULL = SHARED / "example_seg.nii.gz"
 FAST = SHARED / "example_seg_fast.nii.gz"

@@ -5,17 +5,17 @@ import shutil
 
 import pytest
 import torch
-from TuckerSegmentLib.compress import CompressionSettings
-from TuckerSegmentLib.compress_folder import compress_model_folder, write_result
-from TuckerSegmentLib.compressed_model import load_compressed, read_manifest
+from TuckerSegmentLib.engine.compress import CompressionSettings
 from TuckerSegmentLib.errors import TuckerSegmentError
-from TuckerSegmentLib.model_folder import file_sha256
+from TuckerSegmentLib.storage.compressed_format import load_compressed, read_manifest
+from TuckerSegmentLib.storage.decompose import compress_model_folder, write_compressed_model
+from TuckerSegmentLib.ts.model_folder import file_sha256
 
 
 @pytest.fixture(scope="module")
 def compressed(random_3mm_folder, tmp_path_factory):
     result = compress_model_folder(random_3mm_folder, CompressionSettings(df=0.3))
-    out = write_result(result, tmp_path_factory.mktemp("compressed") / "df0.3")
+    out = write_compressed_model(result, tmp_path_factory.mktemp("compressed") / "df0.3")
     return result, out
 
 
@@ -53,7 +53,7 @@ def test_manifest_records_what_the_issue_asks_for(compressed, random_3mm_folder)
 
 def test_loading_does_not_decompose(compressed, monkeypatch):
     _, out = compressed
-    import TuckerSegmentLib.factorize as factorize_module
+    import TuckerSegmentLib.engine.factorize as factorize_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("load must not decompose")

@@ -4,11 +4,15 @@ import copy
 
 import pytest
 import torch
-from TuckerSegmentLib.compress import CompressionSettings, _replace_everywhere, compress_network
-from TuckerSegmentLib.cpu_fusion import FusedConvBlock, _gram_stats, fusable, fuse
-from TuckerSegmentLib.layer_policy import should_factorize
-from TuckerSegmentLib.ts_architectures import builtin_spec, old_format_plans, spec_from_plans
-from TuckerSegmentLib.tucker_block import TuckerConv3d
+from TuckerSegmentLib.engine.compress import (
+    CompressionSettings,
+    _replace_everywhere,
+    compress_network,
+)
+from TuckerSegmentLib.engine.layer_policy import should_factorize
+from TuckerSegmentLib.engine.tucker_block import TuckerConv3d
+from TuckerSegmentLib.runtime.cpu_fusion import FusedConvBlock, _gram_stats, fusable, fuse
+from TuckerSegmentLib.ts.architectures import builtin_spec, old_format_plans, spec_from_plans
 
 PATCH = (1, 1, 40, 32, 48)  # not a cube, so a transposed axis would show
 

@@ -39,7 +39,7 @@ def test_demo_writes_what_a_person_looks_at(demo_run):
 
 
 def test_demo_runs_the_five_experts_compressed_at_their_default_dfs(demo_run):
-    from TuckerSegmentLib.fidelity import default_df
+    from TuckerSegmentLib.engine.fidelity import default_df
 
     out, _ = demo_run
     report = json.loads((out / "demo_report.json").read_text())

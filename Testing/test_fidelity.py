@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from TuckerSegmentLib.devices import CPUInfo, DeviceReport, recommend
-from TuckerSegmentLib.fidelity import DEFAULT_DF, below_floor_warning, default_df, defaults_text
-from TuckerSegmentLib.info import format_info
+from TuckerSegmentLib.cli.info import format_info
+from TuckerSegmentLib.engine.fidelity import (
+    DEFAULT_DF,
+    below_floor_warning,
+    default_df,
+    defaults_text,
+)
 from TuckerSegmentLib.panel.segmentation_run import RunRequest
-from TuckerSegmentLib.segment import SegmentOptions, model_settings
-from TuckerSegmentLib.ts_weights import total_models
+from TuckerSegmentLib.pipeline.segment import SegmentOptions, model_settings
+from TuckerSegmentLib.runtime.devices import CPUInfo, DeviceReport, recommend
+from TuckerSegmentLib.ts.weights import total_models
 
 CPU = DeviceReport(cpu=CPUInfo("EPYC", 2, ["avx2"]), gpus=[], mps=False)
 BENCHMARK = {

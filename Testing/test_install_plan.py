@@ -322,7 +322,7 @@ def package_index(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def phantom_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small phantom CT at 3 mm, written here so that the import-checked child reads it only."""
     import nibabel as nib
-    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.demo.phantom import make_phantom
 
     ct, _ = make_phantom(7, spacing=3.0).to_nifti()
     path = tmp_path_factory.mktemp("plan-phantom") / "ct.nii.gz"
@@ -390,7 +390,7 @@ sys.meta_path[:] = [
 ]
 
 if __name__ == "__main__":
-    from TuckerSegmentLib.cli import main
+    from TuckerSegmentLib.cli.main import main
 
     code = main(sys.argv[1:])
     LOG_REFUSED = False

@@ -7,15 +7,15 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from TuckerSegmentLib.compress import CompressionSettings
-from TuckerSegmentLib.counting import count_network
-from TuckerSegmentLib.devices import resolve_device, ts_device
+from TuckerSegmentLib.engine.compress import CompressionSettings
+from TuckerSegmentLib.engine.counting import count_network
+from TuckerSegmentLib.engine.size_table import size_table
+from TuckerSegmentLib.engine.stats import compressed_count
 from TuckerSegmentLib.errors import TuckerSegmentError
 from TuckerSegmentLib.panel.device_choices import DeviceProbe, apply_recommendation, device_choices
 from TuckerSegmentLib.panel.model_size import ModelSizes
-from TuckerSegmentLib.size_table import size_table
-from TuckerSegmentLib.stats import compressed_count
-from TuckerSegmentLib.ts_architectures import builtin_spec
+from TuckerSegmentLib.runtime.devices import resolve_device, ts_device
+from TuckerSegmentLib.ts.architectures import builtin_spec
 
 
 def _info(gpus: int, device: str = "cuda") -> dict:

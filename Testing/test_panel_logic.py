@@ -48,7 +48,7 @@ def _load_volume(scene, path: Path):
 @pytest.fixture(scope="session")
 def phantom_3mm(tmp_path_factory) -> Path:
     import nibabel as nib
-    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.demo.phantom import make_phantom
 
     path = tmp_path_factory.mktemp("panel") / "ct.nii.gz"
     ct, _ = make_phantom(4242, spacing=3.0).to_nifti()
@@ -116,7 +116,7 @@ def _segment_names(node) -> list[str]:
 
 def test_results_come_from_the_clis_seg_nrrd_with_names_colors_terminology(loaded_run):
     import vtk
-    from TuckerSegmentLib.structures import structure_colors, structure_names
+    from TuckerSegmentLib.ts.structures import structure_colors, structure_names
 
     result = loaded_run["result"]
     names = _segment_names(result.compressed)
@@ -135,7 +135,7 @@ def test_results_come_from_the_clis_seg_nrrd_with_names_colors_terminology(loade
 
 def test_agreement_table_rows_map_to_their_structures(loaded_run):
     """Rows are read from the CLI's CSV (worst Dice first) and a clicked row finds its structure."""
-    from TuckerSegmentLib.agreement import read_agreement_csv
+    from TuckerSegmentLib.pipeline.agreement import read_agreement_csv
 
     result = loaded_run["result"]
     report = read_agreement_csv(loaded_run["csv"])

@@ -3,8 +3,8 @@
 import math
 
 import pytest
+from TuckerSegmentLib.engine.ranks import rank_for, tucker_ranks
 from TuckerSegmentLib.errors import TuckerSegmentError
-from TuckerSegmentLib.ranks import rank_for, tucker_ranks
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED, load_labels, run_segment
-from TuckerSegmentLib.demo import truth_dice
-from TuckerSegmentLib.structures import structure_names
+from TuckerSegmentLib.demo.demo import truth_dice
+from TuckerSegmentLib.ts.structures import structure_names
 
 # Thresholds measured on this phantom with the committed 3 mm test model (a small network at a
 # coarse grid; see README "Test models"), with a margin: DF 0.5 vs original, and original vs truth.
@@ -78,8 +78,8 @@ def test_fast_outputs_are_complete_and_on_the_input_grid(fast_run, phantom_files
 
 def _factorized_layers(folder: Path) -> int:
     """How many convs the default layer policy replaces in the model folder's network."""
-    from TuckerSegmentLib.layer_policy import should_factorize
-    from TuckerSegmentLib.model_folder import open_model_folder
+    from TuckerSegmentLib.engine.layer_policy import should_factorize
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
 
     network = open_model_folder(folder).spec.build("meta")
     return sum(should_factorize(m) for m in network.modules())

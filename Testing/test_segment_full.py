@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 from conftest import MODELS, SEGMENT_CPU, load_labels, run_cli, run_segment
-from TuckerSegmentLib.demo import truth_dice
-from TuckerSegmentLib.structures import structure_names
+from TuckerSegmentLib.demo.demo import truth_dice
+from TuckerSegmentLib.ts.structures import structure_names
 
 SEG = [*SEGMENT_CPU, "--progress", "none"]
 LARGE_STRUCTURES = (
@@ -41,8 +41,8 @@ def _plain_totalsegmentator(ct_path, fast, cache_dir):
     """TotalSegmentator's own python API, untouched, on the test weights (statistics off)."""
     import nibabel as nib
     from totalsegmentator.python_api import totalsegmentator
-    from TuckerSegmentLib.segment import spawned_workers
-    from TuckerSegmentLib.ts_environment import ts_environment
+    from TuckerSegmentLib.pipeline.segment import spawned_workers
+    from TuckerSegmentLib.ts.environment import ts_environment
 
     saved = os.environ.get("TUCKERSEGMENT_CACHE")
     os.environ["TUCKERSEGMENT_CACHE"] = str(cache_dir)
@@ -80,8 +80,8 @@ def test_df_one_gives_labels_identical_to_plain_ts(fast, phantom_files, isolated
     assert np.array_equal(ours, plain)
     assert len(np.unique(ours)) > 10
     # DF 1 runs, and is reported as, the original network (not a full-rank Tucker network)
-    from TuckerSegmentLib.model_folder import open_model_folder
-    from TuckerSegmentLib.size_table import size_table
+    from TuckerSegmentLib.engine.size_table import size_table
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
 
     sidecar = json.loads(out.with_name("df1.json").read_text())
     for info in sidecar["models"].values():

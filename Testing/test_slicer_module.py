@@ -16,7 +16,7 @@ def _cmake_list(text, variable):
     return {
         line.strip().replace("${MODULE_NAME}", "TuckerSegment")
         for line in block.splitlines()
-        if line.strip()
+        if line.strip() and not line.strip().startswith("#")
     }
 
 
@@ -28,7 +28,13 @@ def test_cmake_lists_every_python_file_and_resource():
     }
     assert scripts == on_disk
     resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
-    on_disk = {str(p.relative_to(MODULE)) for p in (MODULE / "Resources").rglob("*") if p.is_file()}
+    models = MODULE / "TuckerSegmentLib" / "demo" / "models"
+    on_disk = {
+        str(p.relative_to(MODULE))
+        for folder in (MODULE / "Resources", models)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
     assert resources == on_disk
     assert "WITH_GENERIC_TESTS" in text
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import slicer  # noqa: E402  (slicer-core, installed by .ci/setup)
 from conftest import SHARED
-from TuckerSegmentLib.compare_files import compare_files, read_labels  # noqa: E402
 from TuckerSegmentLib.panel.slicer_nodes import agreement_table_node, load_result  # noqa: E402
-from TuckerSegmentLib.structures import structure_colors, structure_names  # noqa: E402
+from TuckerSegmentLib.pipeline.compare_files import compare_files, read_labels  # noqa: E402
+from TuckerSegmentLib.ts.structures import structure_colors, structure_names  # noqa: E402
 
 FULL = SHARED / "example_seg.nii.gz"
 FAST = SHARED / "example_seg_fast.nii.gz"

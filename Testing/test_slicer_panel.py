@@ -46,7 +46,7 @@ CONNECTORS = {
 def _constants() -> dict:
     """Module-level list/str constants of TuckerSegment.py (the Choice lists), and the shared
     values it imports from TuckerSegmentLib."""
-    from TuckerSegmentLib.fidelity import DEFAULT_DF
+    from TuckerSegmentLib.engine.fidelity import DEFAULT_DF
 
     values = {"DEFAULT_DF": DEFAULT_DF}
     for node in TREE.body:
@@ -212,7 +212,7 @@ def test_version_is_checked_before_tuckersegmentlib_is_imported():
 
 
 def test_the_default_df_has_one_home():
-    from TuckerSegmentLib.fidelity import DEFAULT_DF
+    from TuckerSegmentLib.engine.fidelity import DEFAULT_DF
 
     assert _parameter_fields()["df"][2] == DEFAULT_DF
     assert "= DEFAULT_DF" in SOURCE and "WithinRange(0.05, 1.0)] = 0.3" not in SOURCE
@@ -262,7 +262,7 @@ def test_self_test_uses_only_what_slicer_has_and_fails_when_it_cannot_run():
 
 
 def test_lib_phantom_needs_no_nibabel_for_the_self_test():
-    from TuckerSegmentLib.phantom import make_phantom
+    from TuckerSegmentLib.demo.phantom import make_phantom
 
     phantom = make_phantom(7, spacing=3.0)
     assert phantom.ct.ndim == 3 and phantom.affine.shape == (4, 4)

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-from TuckerSegmentLib.stats import stats_table
-from TuckerSegmentLib.ts_architectures import builtin_spec
+from TuckerSegmentLib.engine.stats import stats_table
+from TuckerSegmentLib.ts.architectures import builtin_spec
 
 DFS = (0.9, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 # (M-params as printed in the paper, i.e. truncated to 2 decimals; GFLOPs) for orig, then DFS

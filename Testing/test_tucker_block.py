@@ -3,9 +3,9 @@
 import pytest
 import torch
 from torch import nn
-from TuckerSegmentLib.compress import CompressionSettings, compress_network
-from TuckerSegmentLib.factorize import explained_variance, factorize
-from TuckerSegmentLib.tucker_block import TuckerConv3d, mode_ranks
+from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
+from TuckerSegmentLib.engine.factorize import explained_variance, factorize
+from TuckerSegmentLib.engine.tucker_block import TuckerConv3d, mode_ranks
 
 METHODS = ["hosvd", "hooi"]
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from TuckerSegmentLib.compress import CompressionSettings, compress_network
-from TuckerSegmentLib.ts_architectures import builtin_spec
-from TuckerSegmentLib.tucker_block import TuckerConv3d
+from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
+from TuckerSegmentLib.engine.tucker_block import TuckerConv3d
+from TuckerSegmentLib.ts.architectures import builtin_spec
 
 
 @pytest.mark.parametrize(

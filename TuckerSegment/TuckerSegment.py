@@ -65,7 +65,7 @@ if VERSION_PROBLEM is None:
 
     if MODULE_DIR not in sys.path:
         sys.path.insert(0, MODULE_DIR)
-    from TuckerSegmentLib.fidelity import DEFAULT_DF  # plain Python, no dependencies
+    from TuckerSegmentLib.engine.fidelity import DEFAULT_DF  # plain Python, no dependencies
 
     @parameterNodeWrapper
     class TuckerSegmentParameterNode:
@@ -439,14 +439,14 @@ class TuckerSegmentTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def test_segment_phantom_and_compare(self):
-        from TuckerSegmentLib.demo import demo_models_dir
-        from TuckerSegmentLib.phantom import make_phantom
+        from TuckerSegmentLib.demo.demo import demo_models_dir
+        from TuckerSegmentLib.demo.phantom import make_phantom
 
         models = demo_models_dir()
         self.assertTrue(
             models.is_dir(),
             f"TuckerSegment's test models are not at {models}: the self-test needs a source "
-            "checkout (Testing/models) or TUCKERSEGMENT_DEMO_MODELS",
+            "install (TuckerSegmentLib/demo/models) or TUCKERSEGMENT_DEMO_MODELS",
         )
         logic = TuckerSegmentLogic()
         self.assertTrue(logic.ensureDependencies().ok, "dependencies are not installed")

@@ -7,10 +7,10 @@ the ones `--df 1` runs.
 
 from __future__ import annotations
 
-from ..fidelity import DEFAULT_DF, default_df
-from ..size_table import SizeTable, size_table
-from ..ts_architectures import builtin_spec
-from ..ts_weights import EXPERT_NAMES
+from ..engine.fidelity import DEFAULT_DF, default_df
+from ..engine.size_table import SizeTable, size_table
+from ..ts.architectures import builtin_spec
+from ..ts.weights import EXPERT_NAMES
 
 
 class ModelSizes:

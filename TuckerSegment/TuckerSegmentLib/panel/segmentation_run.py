@@ -40,7 +40,7 @@ class RunRequest:
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
-        from ..fidelity import DEFAULT_DF
+        from ..engine.fidelity import DEFAULT_DF
 
         args = ["segment", "-i", str(ct), "-o", str(result)]
         if self.df != DEFAULT_DF:  # at the default, each model runs at its own default DF
@@ -148,7 +148,7 @@ def load_run_folder(
 ) -> RunResult:
     """Load what `segment` wrote into ``folder`` (result.seg.nrrd, result.json and, with
     --compare, the original's .seg.nrrd and the agreement CSV): nothing is recomputed."""
-    from ..agreement import read_agreement_csv
+    from ..pipeline.agreement import read_agreement_csv
     from .comparison_view import show_side_by_side
     from .slicer_nodes import agreement_table_node
 

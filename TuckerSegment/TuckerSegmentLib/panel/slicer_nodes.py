@@ -39,8 +39,8 @@ def labels_to_segmentation_node(
     import vtk
     from vtk.util import numpy_support
 
-    from ..structures import structure_colors, structure_names
-    from ..terminology import terminology_entry
+    from ..ts.structures import structure_colors, structure_names
+    from ..ts.terminology import terminology_entry
 
     slicer = _slicer()
     names, colors = structure_names(), structure_colors()
@@ -79,7 +79,7 @@ def labels_to_segmentation_node(
 
 def load_result(scene: Any, path: Path, name: str, reference_volume=None):
     """Load a TuckerSegment/TS result (.nii.gz or .seg.nrrd) as a segmentation node."""
-    from ..compare_files import read_labels
+    from ..pipeline.compare_files import read_labels
 
     labels, affine = read_labels(Path(path))
     return labels_to_segmentation_node(scene, labels, affine, name, reference_volume)

@@ -1,0 +1,1 @@
+"""The ``tucker-segment`` command line: one thin subcommand per engine function."""

@@ -1,0 +1,589 @@
+"""The ``tucker-segment`` command line. Each subcommand is a thin layer over the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+
+from .. import __version__
+from ..engine.fidelity import DEFAULT_DF, defaults_text
+from ..engine.ranks import DEFAULT_RANK_FLOOR
+from ..errors import TuckerSegmentError
+
+PROG = "tucker-segment"
+
+
+def _dfs(text: str) -> list[float]:
+    from ..engine.ranks import check_df
+
+    try:
+        return [check_df(part) for part in text.replace(",", " ").split()]
+    except TuckerSegmentError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats",
+        help="parameter and FLOP table of a TS architecture for several DFs",
+        description="Parameters and GFLOPs (one patch) of TotalSegmentator's 3 mm model or one "
+        "1.5 mm expert, original and Tucker-compressed at each DF. Instant: no weights needed.",
+    )
+    p.add_argument(
+        "--model",
+        choices=("3mm", "1.5mm"),
+        default="3mm",
+        help="3mm: Dataset297 (--fast); 1.5mm: one expert of Datasets 291-295",
+    )
+    p.add_argument(
+        "--expert",
+        default="organs",
+        help="1.5mm expert: organs, vertebrae, cardiac, muscles, ribs (default organs)",
+    )
+    p.add_argument(
+        "--model-dir", help="count this nnU-Net model folder instead of a built-in model"
+    )
+    p.add_argument(
+        "--df",
+        type=_dfs,
+        nargs="+",
+        default=None,
+        help="downsampling factors (default 0.9 0.7 0.5 0.4 0.3 0.2 0.1 0.05)",
+    )
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="factorize every conv, including 1x1x1 heads, as the paper's code did",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON list of {df, params, gflops}"
+    )
+    p.set_defaults(run=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from ..engine.ranks import check_rank_floor
+    from ..engine.stats import DEFAULT_DFS, format_stats, stats_table
+
+    check_rank_floor(args.rank_floor)
+    if args.model_dir:
+        from ..ts.model_folder import open_model_folder
+
+        spec = open_model_folder(args.model_dir).spec
+    else:
+        from ..ts.architectures import builtin_spec
+
+        spec = builtin_spec(args.model, args.expert)
+    dfs = tuple(d for group in args.df for d in group) if args.df else DEFAULT_DFS
+    policy = "paper" if args.paper else "default"
+    rows = stats_table(spec, dfs, args.rank_floor, policy)
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows]))
+    else:
+        patch = "×".join(map(str, spec.patch_size))
+        print(
+            format_stats(
+                rows,
+                f"{spec.name}: one {patch} patch, layer policy {policy}, "
+                f"rank floor {args.rank_floor}",
+            )
+        )
+    return 0
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="Tucker-compress an nnU-Net model folder",
+        description="Decompose every 3D conv of an nnU-Net model folder (plans.json, "
+        "dataset.json, fold_0/checkpoint_final.pth) and write the compressed model "
+        "(manifest.json + weights.pt). Works offline.",
+    )
+    p.add_argument("--model-dir", required=True, help="nnU-Net model folder")
+    p.add_argument(
+        "--df",
+        type=float,
+        default=DEFAULT_DF,
+        help=f"downsampling factor in (0, 1] (default {DEFAULT_DF:g})",
+    )
+    p.add_argument(
+        "--method",
+        choices=("hosvd", "hooi"),
+        default="hosvd",
+        help="hosvd: truncated SVD, fast (default); hooi: tensorly, the paper's method",
+    )
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    p.add_argument("-o", "--output", required=True, help="folder for the compressed model")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_run_compress)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    from ..engine.compress import CompressionSettings
+    from ..engine.report import format_compression_report
+    from ..storage.decompose import compress_model_folder, write_compressed_model
+
+    settings = CompressionSettings(
+        df=args.df,
+        rank_floor=args.rank_floor,
+        method=args.method,
+        policy="paper" if args.paper else "default",
+    )
+    result = compress_model_folder(args.model_dir, settings)
+    out = write_compressed_model(result, args.output)
+    if args.json:
+        print(
+            json.dumps({"output": str(out), "seconds": result.seconds, **result.report.to_json()})
+        )
+    else:
+        print(format_compression_report(result.report))
+        print(
+            f"decomposed with {settings.method} (DF {settings.df:g}, rank floor "
+            f"{settings.rank_floor}) in {result.seconds:.1f} s; written to {out}"
+        )
+    return 0
+
+
+def _expert_dfs(text: str) -> dict[str, float]:
+    from ..engine.ranks import check_df
+
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME=DF, got {item!r}")
+        try:
+            result[name.strip()] = check_df(value)
+        except TuckerSegmentError as error:
+            raise argparse.ArgumentTypeError(f"{name}: {error}") from None
+    return result
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment a CT with TotalSegmentator's pipeline and compressed networks",
+        description="Run TotalSegmentator's own `total` pipeline (resampling, cropping, expert "
+        "merge, class map) with Tucker-compressed networks. Writes 117 labels with TS's ids.",
+    )
+    p.add_argument(
+        "-i", "--input", required=True, help="CT as NIfTI (.nii/.nii.gz) or a DICOM folder"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help=".nii.gz (117-label NIfTI) or .seg.nrrd (Slicer segmentation); a JSON "
+        "sidecar is written beside it",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="TS's 3 mm model (Dataset297) instead of the five 1.5 mm experts",
+    )
+    p.add_argument(
+        "--df",
+        type=float,
+        default=None,
+        help="downsampling factor for every model; 1 = the original networks (default: "
+        f"{defaults_text()}, the zero-shot fidelity floors; see README 'Choosing a DF')",
+    )
+    p.add_argument(
+        "--expert-df",
+        type=_expert_dfs,
+        default={},
+        help="DF per model, e.g. organs=0.4,ribs=0.3 (organs, vertebrae, cardiac, "
+        "muscles, ribs; 3mm with --fast)",
+    )
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
+    p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="keep each original conv whose Tucker block is not faster on this device "
+        "(timed once, cached)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    _add_speed_options(p)
+    p.add_argument(
+        "--workers",
+        choices=("in-process", "spawn"),
+        default="in-process",
+        help="in-process (default): nnU-Net's preprocessing and export run in this process "
+        "(same functions, no worker start-up); spawn: nnU-Net's worker processes",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the original networks and write the agreement report",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="json: one {stage, fraction, message} object per line on stdout",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing TS weights with TS's downloader (network access)",
+    )
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.set_defaults(run=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..pipeline.progress import Progress
+    from ..pipeline.segment import SegmentOptions, segment
+
+    options = SegmentOptions(
+        input=Path(args.input),
+        output=Path(args.output),
+        fast=args.fast,
+        df=args.df,
+        expert_df=args.expert_df,
+        rank_floor=args.rank_floor,
+        method=args.method,
+        policy="paper" if args.paper else "latency" if args.latency else "default",
+        device=args.device,
+        precision=args.precision,
+        compare=args.compare,
+        runtime=args.runtime,
+        allocator=args.allocator,
+        workers=args.workers,
+        download=args.download,
+        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+    )
+    real_stdout = sys.stdout
+    if args.progress == "json":
+        sys.stdout = sys.stderr  # TS's and nnU-Net's prints must not mix with the JSON lines
+    progress = Progress(args.progress, real_stdout if args.progress == "json" else sys.stderr)
+    try:
+        result = segment(options, progress)
+    finally:
+        progress.close()
+        sys.stdout = real_stdout
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    _print_segment_summary(result, out)
+    return 0
+
+
+def _print_segment_summary(result: dict, out) -> None:  # noqa: ANN001
+    from ..pipeline.agreement import format_agreement
+
+    timings = result["timings"]
+    models = ", ".join(
+        f"{name} DF {info['df']:g}"
+        + (f" ({info['params'] / 1e6:.2f} M params)" if info.get("params") else "")
+        for name, info in result["models"].items()
+    )
+    print(
+        f"wrote {result['output']} ({models}; {result['device']}, {result['precision']})", file=out
+    )
+    print(
+        f"time: {timings['total_s']:.1f} s in all, TS pipeline {timings['segment_s']:.1f} s, "
+        f"networks {timings['segment_network_s']:.1f} s",
+        file=out,
+    )
+    if result.get("agreement") is not None:
+        print(format_agreement(result["agreement"], "original", "compressed"), file=out)
+        comparison = result["comparison"]
+        print(
+            f"original networks: TS pipeline {timings['original_s']:.1f} s, networks "
+            f"{timings['original_network_s']:.1f} s; report {comparison['report']}",
+            file=out,
+        )
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="per-structure agreement of two label files (Dice, NSD at 3 mm, volumes)",
+        description="Compare two label files on the same grid (TS ids): Dice, normalized "
+        "surface distance at 3 mm tolerance, volumes in ml and voxel counts per structure.",
+    )
+    p.add_argument("a", help="first label file (NIfTI or .seg.nrrd)")
+    p.add_argument("b", help="second label file")
+    p.add_argument("-o", "--output", help="write the per-structure report as CSV")
+    p.add_argument("--tolerance", type=float, default=3.0, help="NSD tolerance in mm (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..pipeline.agreement import format_agreement
+    from ..pipeline.compare_files import compare_files
+    from ..pipeline.output_files import staged_outputs
+
+    report = compare_files(Path(args.a), Path(args.b), args.tolerance)
+    if args.output:
+        target = Path(args.output)
+        with staged_outputs() as staged:
+            staged.path_for(target).write_text(report.to_csv())
+            staged.commit()
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(format_agreement(report, Path(args.a).name[:8], Path(args.b).name[:8]))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="versions, devices, installed TS weights and the recommended settings",
+        description="Show versions, devices (GPU, tensor cores, CPU flags), where TS weights "
+        "are looked up and which are installed, and the recommended device, precision and DF.",
+    )
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .info import format_info, gather
+
+    info = gather(args.weights_dir)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="offline demo: a synthetic CT, original vs compressed, table and picture",
+        description="Segment a synthetic CT phantom with TotalSegmentator's pipeline using the "
+        "project's test models, original and Tucker-compressed; print the agreement and "
+        "timings; write both segmentations, the report and a side-by-side PNG. Offline.",
+    )
+    p.add_argument("-o", "--output", default="tuckersegment-demo", help="output folder")
+    p.add_argument(
+        "--df",
+        type=float,
+        default=None,
+        help=f"one DF for every model (default: {defaults_text()})",
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="TS's 3 mm model instead of the five 1.5 mm experts"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..demo.demo import run_demo
+    from ..pipeline.agreement import format_agreement
+    from ..pipeline.progress import Progress
+
+    progress = Progress(args.progress)
+    try:
+        report = run_demo(
+            Path(args.output), args.df, args.fast, args.device, args.precision, progress
+        )
+    finally:
+        progress.close()
+    print(format_agreement(report["agreement"], "original", "compressed"))
+    t = report["timings"]
+    for name, info in report["models"].items():
+        if "params_original" in info:
+            print(
+                f"{name}: {info['params_original'] / 1e6:.3f} M → {info['params'] / 1e6:.3f} M "
+                f"parameters at DF {info['df']:g}"
+            )
+    print(
+        f"TS pipeline: original {t['original_s']:.1f} s (networks {t['original_network_s']:.1f} s), "
+        f"compressed {t['segment_s']:.1f} s (networks {t['segment_network_s']:.1f} s; this first "
+        "run also paid the one-time start-up)"
+    )
+    big = [n for n, d in report["truth_dice_original"].items() if n in ("liver", "spleen", "heart")]
+    print(
+        "Dice vs phantom truth (original / compressed): "
+        + ", ".join(
+            f"{n} {report['truth_dice_original'][n]:.3f}/{report['truth_dice_compressed'][n]:.3f}"
+            for n in big
+        )
+    )
+    print(
+        f"wrote {args.output}/: segmentation.nii.gz, segmentation.original.nii.gz, "
+        f"segmentation.agreement.csv, segmentation.json, comparison.png, demo_report.json"
+    )
+    return 0
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """--runtime and --allocator, shared by segment and benchmark."""
+    p.add_argument(
+        "--runtime",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fused (default): compressed networks run with instance norm folded into the "
+        "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
+        "tolerance); eager: module by module as PyTorch runs them",
+    )
+    p.add_argument(
+        "--allocator",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse (default, Linux): keep freed memory for the next patch instead of "
+        "page-faulting through fresh memory; default: the C library's behaviour",
+    )
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="speed of the original and compressed networks on this machine (one patch)",
+        description="Forward time of one TS patch for the original network and each DF, "
+        "interleaved in one run (median of the repeats after a warm-up), with speed-ups, "
+        "params, GFLOPs and peak memory. Seeded random weights at TS's real architecture.",
+    )
+    p.add_argument("--model", choices=("3mm", "1.5mm"), default="3mm")
+    p.add_argument("--expert", default="organs")
+    p.add_argument(
+        "--df", type=_dfs, nargs="+", default=None, help="DFs to time (default 0.9 0.5 0.3 0.1)"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
+    )
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--patch", type=int, nargs=3, help="patch size (default: TS's)")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="latency-aware policy: keep original convs where Tucker is not faster",
+    )
+    _add_speed_options(p)
+    p.add_argument("-o", "--output", help="write the rows as CSV")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write a PNG of speed-up and FLOP reduction per DF")
+    p.set_defaults(run=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from ..pipeline.progress import Progress
+    from ..runtime.benchmark import format_rows, plot_rows, run_benchmark, save_results
+    from ..runtime.devices import resolve_device
+    from ..runtime.precision import resolve_precision
+    from ..storage.cache import cache_root
+    from ..ts.architectures import builtin_spec
+    from .info import BENCHMARK_FILE
+
+    if args.repeats < 1:
+        raise TuckerSegmentError("--repeats must be at least 1")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    spec = builtin_spec(args.model, args.expert)
+    dfs = [d for group in args.df for d in group] if args.df else [0.9, 0.5, 0.3, 0.1]
+    progress = Progress("bar")
+    try:
+        rows = run_benchmark(
+            spec,
+            dfs,
+            device,
+            precision,
+            args.repeats,
+            patch_size=args.patch,
+            progress=lambda f, m: progress.update("benchmark", f, m),
+            policy="latency" if args.latency else "default",
+            runtime=args.runtime,
+            allocator=args.allocator,
+        )
+    finally:
+        progress.close()
+    save_results(rows, cache_root() / BENCHMARK_FILE)
+    if args.output:
+        with open(args.output, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0].to_json()))
+            writer.writeheader()
+            writer.writerows(r.to_json() for r in rows)
+    if args.plot:
+        plot_rows(rows, Path(args.plot))
+    print(json.dumps([r.to_json() for r in rows]) if args.json else format_rows(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="TotalSegmentator with Tucker-compressed networks: lighter, faster CT "
+        "segmentation for weak GPUs and CPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_stats(sub)
+    _add_compress(sub)
+    _add_segment(sub)
+    _add_compare(sub)
+    _add_info(sub)
+    _add_demo(sub)
+    _add_benchmark(sub)
+    return parser
+
+
+def _terminate(signum, frame) -> None:  # noqa: ANN001
+    """SIGTERM (Cancel in Slicer) unwinds like Ctrl-C, so temporary files are removed."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors print one line to stderr and return 1."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
+    # torch 2.14 warns when timm (imported by TS's dependencies) uses torch.jit.interface: not
+    # ours to fix and nothing a user can act on; only that one message from that one place
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.jit\.interface` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.jit\._script",
+    )
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if args.run in (_run_segment, _run_demo, _run_compress, _run_benchmark):
+            from ..ts.versions import check_versions
+
+            for warning in check_versions():
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        return args.run(args)
+    except TuckerSegmentError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""`segment`: TotalSegmentator's own `total` pipeline with Tucker-compressed networks.
+
+Only the networks differ from a plain TS run: TS resamples, crops, runs nnU-Net's predictor
+(expert by expert in full mode), merges the experts into 117 labels and maps them back to the
+input grid. With ``compare`` the original networks run on the same input too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import __version__
+from ..engine.compress import CompressionSettings
+from ..engine.fidelity import below_floor_warning, default_df
+from ..engine.ranks import DEFAULT_RANK_FLOOR, check_df
+from ..errors import TuckerSegmentError
+from ..ts.weights import TSModel, total_models
+from .progress import Progress, Span
+
+
+@dataclass
+class SegmentOptions:
+    """Everything `tucker-segment segment` accepts."""
+
+    input: Path
+    output: Path
+    fast: bool = False
+    df: float | None = None  # None: each model's default (fidelity.py)
+    expert_df: dict[str, float] = field(default_factory=dict)
+    rank_floor: int = DEFAULT_RANK_FLOOR
+    method: str = "hosvd"
+    policy: str = "default"
+    device: str = "auto"
+    precision: str = "auto"
+    compare: bool = False
+    runtime: str = "fused"
+    allocator: str = "reuse"
+    workers: str = "in-process"
+    download: bool = False
+    weights_dir: Path | None = None
+
+
+def model_settings(
+    options: SegmentOptions, models: list[TSModel]
+) -> dict[str, CompressionSettings | None]:
+    """Compression settings per model (None = run the original network, DF 1)."""
+    names = [m.name for m in models]
+    unknown = sorted(set(options.expert_df) - set(names))
+    if unknown:
+        raise TuckerSegmentError(
+            f"unknown expert {', '.join(unknown)} for {'--fast' if options.fast else 'full'} mode; "
+            f"choose from {', '.join(names)}"
+        )
+    settings: dict[str, CompressionSettings | None] = {}
+    for name in names:
+        explicit = options.expert_df.get(name, options.df)
+        df = default_df(name) if explicit is None else check_df(explicit)
+        settings[name] = (
+            None
+            if df == 1.0
+            else CompressionSettings(
+                df=df, rank_floor=options.rank_floor, method=options.method, policy=options.policy
+            )
+        )
+    return settings
+
+
+def _check_paths(options: SegmentOptions) -> None:
+    from .output_files import check_writable, output_kind
+
+    output_kind(options.output)
+    check_writable(options.output)
+    if options.input.exists() and options.output.resolve() == options.input.resolve():
+        raise TuckerSegmentError("output must differ from the input; the input is never modified")
+
+
+def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
+    from ..ts.weights import find_model_folders
+
+    try:
+        return find_model_folders(options.fast, options.weights_dir)
+    except TuckerSegmentError:
+        if not options.download:
+            raise
+    from ..ts.weights import download_weights
+
+    download_weights(models)  # the only network access
+    return find_model_folders(options.fast, options.weights_dir)
+
+
+@contextmanager
+def spawned_workers() -> Iterator[None]:
+    """Make TS's and nnU-Net's worker pools start by spawning, not forking.
+
+    Forking a process whose PyTorch/OpenMP threads already ran (the decomposition did) can
+    deadlock the child on a lock held at fork time; spawn is what nnU-Net uses on macOS and
+    Windows anyway. The previous start method is restored afterwards.
+    """
+    import multiprocessing
+
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+
+
+@dataclass
+class PreparedModel:
+    """One model's network for the run: compressed (with its layers, for more folds) or None."""
+
+    network: nn.Module | None
+    layers: list | None = None
+    method: str = "hosvd"
+
+
+@dataclass
+class TSRun:
+    """One TotalSegmentator run: the 117-label image and where the time went."""
+
+    image: Any
+    pipeline_s: float
+    network_s: float
+    network_s_by_model: dict[str, float]
+    patches: dict[str, int]
+
+
+def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict]) -> list:
+    """One compressed network per fold: fold 0 is the cached one; further folds (nnU-Net models
+    trained with several folds) are decomposed in memory with the same layers and ranks."""
+    from ..engine.compress import compress_layers
+    from ..ts.model_folder import open_model_folder
+
+    networks = [prepared.network]
+    for state in fold_states[1:]:
+        network = open_model_folder(folder).spec.build("cpu")
+        network.load_state_dict(state)
+        compress_layers(network, prepared.layers, prepared.method)
+        networks.append(network.eval())
+    return networks
+
+
+def _run_ts(
+    ct,
+    options: SegmentOptions,
+    device: str,
+    precision: str,
+    prepared: dict[Path, PreparedModel],
+    models_by_folder: dict[Path, TSModel],
+    span: Span,
+) -> TSRun:
+    """One TS run; ``prepared`` maps model folders to the networks to use instead of TS's."""
+    from ..runtime.devices import device_kind, ts_device
+    from ..ts.in_process import export_in_process
+    from ..ts.predictor import predictor_class, predictor_in_ts
+    from ..ts.run import run_total_task
+
+    order = list(models_by_folder)
+    wrappers = []
+
+    def choose(folder: Path, fold_states: list[dict]) -> list | None:
+        model = prepared.get(folder.resolve())
+        if model is None or model.network is None:
+            return None
+        return _fold_networks(model, folder, fold_states)
+
+    def on_loaded(folder: Path, wrapped, predictor) -> None:  # noqa: ANN001
+        index = order.index(folder.resolve()) if folder.resolve() in order else 0
+        name = models_by_folder.get(folder.resolve(), None)
+        label = name.name if name else folder.parent.name
+        wrapped.on_forward = lambda calls: span(
+            (index + min(1.0, calls / max(1, predictor.windows))) / len(order),
+            f"{label}: patch {calls}/{predictor.windows or '?'}",
+        )
+        span(index / len(order), f"{label}: predicting")
+        wrappers.append((label, wrapped))
+
+    in_process = options.workers == "in-process"
+    predictor = predictor_class(choose, device_kind(device), precision, on_loaded, in_process)
+    start = time.perf_counter()
+    with (
+        spawned_workers(),
+        export_in_process() if in_process else nullcontext(),
+        predictor_in_ts(predictor),
+    ):
+        image = run_total_task(ct.image, options.fast, ts_device(device))
+    return TSRun(
+        image=image,
+        pipeline_s=time.perf_counter() - start,
+        network_s=sum(w.seconds for _, w in wrappers),
+        network_s_by_model={label: w.seconds for label, w in wrappers},
+        patches={label: w.calls for label, w in wrappers},
+    )
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided and checked before any long work."""
+
+    options: SegmentOptions
+    models: list[TSModel]
+    settings: dict[str, CompressionSettings | None]
+    device: str
+    precision: str
+    allocator: str
+
+
+def plan_run(options: SegmentOptions) -> RunPlan:
+    """Check the settings, paths, device and precision; refuse bad input with one line."""
+    from ..runtime.allocator import keep_freed_memory
+    from ..runtime.devices import device_kind, resolve_device
+    from ..runtime.precision import resolve_precision
+
+    models = total_models(options.fast)
+    settings = model_settings(options, models)
+    _check_paths(options)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device_kind(device))
+    allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
+    return RunPlan(options, models, settings, device, precision, allocator)
+
+
+def load_input(plan: RunPlan) -> Any:
+    """Read the CT; its warnings (and DFs below a fidelity floor) go to stderr and the sidecar."""
+    from .input_image import load_ct
+
+    options = plan.options
+    ct = load_ct(options.input)
+    for name, setting in plan.settings.items():
+        explicit = name in options.expert_df or options.df is not None
+        warning = below_floor_warning(name, setting.df) if setting and explicit else None
+        if warning:
+            ct.warnings.append(warning)
+    for warning in ct.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return ct
+
+
+def prepare_models(
+    plan: RunPlan, folders: dict[str, Path], span: Span
+) -> tuple[dict[Path, PreparedModel], dict[str, dict[str, Any]]]:
+    """Each model's network (from the cache, decomposed once) and what the sidecar says of it."""
+    from ..engine.size_table import size_table
+    from ..runtime.cpu_fusion import fuse
+    from ..runtime.devices import device_kind
+    from ..storage.cache import compressed_model
+    from ..ts.model_folder import open_model_folder
+
+    prepared: dict[Path, PreparedModel] = {}
+    model_info: dict[str, dict[str, Any]] = {}
+    for i, model in enumerate(plan.models):
+        setting = plan.settings[model.name]
+        folder = folders[model.name]
+        span(
+            i / len(plan.models),
+            f"{model.name}: {'original' if setting is None else f'DF {setting.df:g}'}",
+        )
+        info: dict[str, Any] = {"task_id": model.task_id, "folder": str(folder)}
+        if setting is None:
+            original = size_table(open_model_folder(folder).spec)  # the original network
+            info.update(
+                df=1.0,
+                compressed=False,
+                params=original.params,
+                gflops_per_patch=original.flops / 1e9,
+            )
+        else:
+            cached = compressed_model(folder, setting, device_kind(plan.device), plan.precision)
+            network = cached.network
+            fused = (
+                plan.options.runtime == "fused"
+                and plan.device == "cpu"
+                and plan.precision == "fp32"
+            )
+            info["runtime"] = "fused" if fused and fuse(network) else "eager"
+            prepared[folder.resolve()] = PreparedModel(
+                network, cached.manifest.layers, setting.method
+            )
+            extra = cached.manifest.extra
+            info.update(
+                df=setting.df,
+                compressed=True,
+                cache="hit" if cached.hit else "miss",
+                cache_entry=str(cached.path),
+                load_or_decompose_s=round(cached.seconds, 3),
+                params=extra["params"]["compressed"],
+                params_original=extra["params"]["original"],
+                gflops_per_patch=extra["gflops_per_patch"]["compressed"],
+                gflops_per_patch_original=extra["gflops_per_patch"]["original"],
+                ranks=[
+                    [layer.name, layer.rank_in, layer.rank_out] for layer in cached.manifest.layers
+                ],
+            )
+        model_info[model.name] = info
+    return prepared, model_info
+
+
+def compare_runs(original: Any, result: Any) -> Any:
+    """Per-structure agreement of the original networks' labels and ours."""
+    import numpy as np
+
+    from ..ts.structures import structure_names
+    from .agreement import compare_labels
+
+    return compare_labels(
+        np.asanyarray(original.dataobj),
+        np.asanyarray(result.dataobj),
+        tuple(float(z) for z in result.header.get_zooms()[:3]),
+        structure_names(),
+    )
+
+
+def build_sidecar(
+    plan: RunPlan, ct: Any, model_info: dict, run: TSRun, timings: dict, agreement: Any
+) -> dict[str, Any]:
+    """The run's JSON record: settings, models, ranks, timings, versions, comparison."""
+    from ..storage.compressed_format import library_versions
+    from ..ts.structures import structure_names
+    from .output_files import sibling
+
+    options = plan.options
+    sidecar: dict[str, Any] = {
+        "tuckersegment": __version__,
+        "input": str(options.input),
+        "input_kind": ct.kind,
+        "output": str(options.output),
+        "mode": "fast (3 mm, Dataset297)" if options.fast else "full (1.5 mm, five experts)",
+        "device": plan.device,
+        "precision": plan.precision,
+        "settings": {
+            "rank_floor": options.rank_floor,
+            "method": options.method,
+            "layer_policy": options.policy,
+            "runtime": options.runtime,
+            "allocator": plan.allocator,
+            "workers": options.workers,
+        },
+        "models": model_info,
+        "patches": run.patches,
+        "labels": {str(k): v for k, v in structure_names().items()},
+        "warnings": ct.warnings,
+        "versions": library_versions(),
+    }
+    if agreement is not None:
+        sidecar["comparison"] = {
+            "a": "original TotalSegmentator networks",
+            "b": "Tucker-compressed networks",
+            "original_output": str(sibling(options.output, ".original" + _suffix(options.output))),
+            "report": str(sibling(options.output, ".agreement.csv")),
+            "summary": agreement.summary,
+            "speedup_network": (
+                timings["original_network_s"] / timings["segment_network_s"]
+                if timings.get("segment_network_s")
+                else None
+            ),
+            "speedup_pipeline": timings["original_s"] / timings["segment_s"],
+        }
+    return sidecar
+
+
+def write_outputs(
+    plan: RunPlan,
+    result: Any,
+    original: Any,
+    agreement: Any,
+    sidecar: dict,
+    timings: dict,
+    t0: float,
+) -> None:
+    """Every output staged under a temporary name and renamed into place together."""
+    from .output_files import sibling, staged_outputs, write_json, write_segmentation
+
+    output = plan.options.output
+    t = time.perf_counter()
+    with staged_outputs() as staged:
+        write_segmentation(result, output, staged.path_for(output))
+        if original is not None:
+            target = Path(sidecar["comparison"]["original_output"])
+            write_segmentation(original, target, staged.path_for(target))
+            report = Path(sidecar["comparison"]["report"])
+            staged.path_for(report).write_text(agreement.to_csv())
+        timings["write_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        sidecar["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        write_json(sidecar, staged.path_for(sibling(output, ".json")))
+        staged.commit()
+
+
+def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Segment ``options.input`` and write ``options.output`` (+ sidecar, + comparison)."""
+    from ..ts.environment import ts_environment
+    from ..ts.weights import weights_dir
+
+    progress = progress or Progress("none")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    plan = plan_run(options)
+    progress.update("load", 0.0, f"reading {options.input.name}")
+    ct = load_input(plan)
+    timings["load_input_s"] = time.perf_counter() - t0
+
+    weights = Path(options.weights_dir) if options.weights_dir else weights_dir()
+    with ts_environment(weights):
+        folders = _weights(options, plan.models)
+        by_folder = {folders[m.name].resolve(): m for m in plan.models}
+        t = time.perf_counter()
+        prepared, model_info = prepare_models(plan, folders, Span(progress, "compress", 0.05, 0.2))
+        timings["compress_s"] = time.perf_counter() - t
+        seg_end = 0.55 if options.compare else 0.9
+        run = _run_ts(
+            ct,
+            options,
+            plan.device,
+            plan.precision,
+            prepared,
+            by_folder,
+            Span(progress, "segment", 0.2, seg_end),
+        )
+        timings["segment_s"], timings["segment_network_s"] = run.pipeline_s, run.network_s
+        original = None
+        if options.compare:
+            original_run = _run_ts(
+                ct,
+                options,
+                plan.device,
+                plan.precision,
+                {},
+                by_folder,
+                Span(progress, "original", seg_end, 0.9),
+            )
+            original = original_run.image
+            timings["original_s"] = original_run.pipeline_s
+            timings["original_network_s"] = original_run.network_s
+
+    agreement = None
+    if original is not None:
+        progress.update("compare", 0.9, "agreement with the original networks")
+        t = time.perf_counter()
+        agreement = compare_runs(original, run.image)
+        timings["compare_s"] = time.perf_counter() - t
+    sidecar = build_sidecar(plan, ct, model_info, run, timings, agreement)
+    progress.update("write", 0.95, f"writing {options.output.name}")
+    write_outputs(plan, run.image, original, agreement, sidecar, timings, t0)
+    progress.update("done", 1.0, f"wrote {options.output}")
+    sidecar["agreement"] = agreement
+    return sidecar
+
+
+def _suffix(path: Path) -> str:
+    from .output_files import stem
+
+    return path.name[len(stem(path)) :]

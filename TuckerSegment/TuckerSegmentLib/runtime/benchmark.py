@@ -1,0 +1,244 @@
+"""`benchmark`: forward time of one TS patch for the original network and each DF, on this
+machine, interleaved in one run; the layout of the paper's Table 2 for the user's device.
+
+Seeded random weights at the real TS architecture (weights don't change speed). Variants are
+timed round-robin after a warm-up, and the median of the repeats is reported, so a background
+load affects all variants alike; speed-ups are ratios within the run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.compress import CompressionSettings, compress_network
+from ..engine.counting import count_network
+from ..ts.network_spec import NetworkSpec
+from .precision import autocast
+
+
+@dataclass
+class BenchmarkRow:
+    """One variant: DF (1.0 = original), params, GFLOPs, median forward time, speed-up, memory."""
+
+    model: str
+    df: float
+    params: int
+    gflops: float
+    median_ms: float
+    speedup: float
+    peak_memory_mib: float | None
+    device: str
+    precision: str
+    variant: str = "default"  # layer policy of the compressed rows; "original" for DF 1
+    runtime: str = "eager"  # "fused": cpu_fusion's execution of the same network
+    allocator: str = "default"  # "reuse": freed memory kept for reuse (allocator.py)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _peak_rss_reset() -> bool:
+    """Reset Linux's peak-RSS counter (VmHWM) so it can be read per variant."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _forward(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> None:
+    with torch.no_grad(), autocast(device, precision):
+        network(x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> float | None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        _forward(network, x, device, precision)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    if device == "cpu" and _peak_rss_reset():
+        base = _rss_kib("VmRSS:")
+        _forward(network, x, device, precision)
+        peak = _rss_kib("VmHWM:")
+        if base is not None and peak is not None:
+            return max(0, peak - base) / 1024
+    return None
+
+
+def build_variants(
+    spec: NetworkSpec,
+    dfs: list[float],
+    device: str,
+    precision: str = "fp32",
+    policy: str = "default",
+    seed: int = 0,
+    rank_floor: int = 8,
+    runtime: str = "eager",
+) -> list[tuple[float, str, nn.Module]]:
+    """(DF, runtime, network): the original network as TS runs it (seeded random weights),
+    with the fused runtime also the original under it, then one compressed copy per DF."""
+    import copy
+
+    from ..engine.layer_policy import should_factorize
+    from .cpu_fusion import fuse
+
+    original = spec.build("cpu", seed=seed).to(device).eval()
+    variants: list[tuple[float, str, nn.Module]] = [(1.0, "eager", original)]
+    if runtime == "fused":
+        fused_original = copy.deepcopy(original)
+        if fuse(fused_original):
+            variants.append((1.0, "fused", fused_original))
+    for df in dfs:
+        network = copy.deepcopy(original).cpu()
+        originals = {n: m for n, m in network.named_modules() if should_factorize(m, policy)}
+        layers = compress_network(
+            network, CompressionSettings(df=df, rank_floor=rank_floor, policy=policy)
+        )
+        network = network.to(device).eval()
+        if policy == "latency":
+            from .latency_policy import keep_faster_layers
+
+            keep_faster_layers(network, originals, layers, spec, device, precision)
+        used = "fused" if runtime == "fused" and fuse(network) else "eager"
+        variants.append((df, used, network))
+    return variants
+
+
+def run_benchmark(
+    spec: NetworkSpec,
+    dfs: list[float],
+    device: str = "cpu",
+    precision: str = "fp32",
+    repeats: int = 5,
+    warmup: int = 1,
+    patch_size: list[int] | None = None,
+    progress=None,  # noqa: ANN001
+    policy: str = "default",
+    runtime: str = "eager",
+    allocator: str = "default",
+) -> list[BenchmarkRow]:
+    """Time the original and each DF on one patch; rows in the order original, (original under
+    the fused runtime,) then ``dfs``. Speed-ups are against the original as TS runs it."""
+    patch = list(patch_size or spec.patch_size)
+    if patch != list(spec.patch_size):
+        from dataclasses import replace
+
+        spec = replace(spec, patch_size=patch)
+    variants = build_variants(spec, dfs, device, precision, policy, runtime=runtime)
+    x = torch.randn(1, spec.input_channels, *patch, device=device)
+    counts = [count_network(net, patch, spec.input_channels) for _, _, net in variants]
+    memory = [_peak_memory(net, x, device, precision) for _, _, net in variants]
+    if allocator == "reuse" and device == "cpu":  # after the memory readings: RSS stays high
+        from .allocator import keep_freed_memory
+
+        allocator = "reuse" if keep_freed_memory() else "default"
+    else:
+        allocator = "default"
+    for _ in range(warmup):
+        for _, _, net in variants:
+            _forward(net, x, device, precision)
+    times: list[list[float]] = [[] for _ in variants]
+    for r in range(repeats):
+        for i, (_, _, net) in enumerate(variants):
+            start = time.perf_counter()
+            _forward(net, x, device, precision)
+            times[i].append(time.perf_counter() - start)
+        if progress is not None:
+            progress((r + 1) / repeats, f"repeat {r + 1}/{repeats}")
+    medians = [statistics.median(t) * 1000 for t in times]
+    return [
+        BenchmarkRow(
+            spec.name,
+            df,
+            c.params,
+            c.gflops,
+            m,
+            medians[0] / m,
+            mem,
+            device,
+            precision,
+            "original" if df == 1.0 else policy,
+            used,
+            allocator,
+        )
+        for (df, used, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
+    ]
+
+
+def format_rows(rows: list[BenchmarkRow]) -> str:
+    """Table 2 layout: DF, M-params, GFLOPs, median ms, speed-up, peak memory."""
+    head = rows[0]
+    memory = "freed memory reused" if head.allocator == "reuse" else "default allocator"
+    lines = [
+        f"{head.model} on {head.device} ({head.precision}, {memory}), one patch, "
+        "median of the repeats",
+        f"{'DF':>8} {'runtime':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} {'speed-up':>9} "
+        f"{'peak MiB':>9}",
+    ]
+    for row in rows:
+        label = "original" if row.df == 1.0 else f"{row.df:g}"
+        mem = "" if row.peak_memory_mib is None else f"{row.peak_memory_mib:.0f}"
+        lines.append(
+            f"{label:>8} {row.runtime:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
+            f"{row.median_ms:>9.1f} {row.speedup:>8.2f}× {mem:>9}"
+        )
+    return "\n".join(lines)
+
+
+def save_results(rows: list[BenchmarkRow], path: Path) -> None:
+    """Write the rows where `info` reads them (JSON)."""
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2))
+    os.replace(tmp, path)
+
+
+def plot_rows(rows: list[BenchmarkRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tucker = [r for r in rows if r.df < 1.0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r.df for r in tucker], [r.speedup for r in tucker], "o-", label="measured speed-up")
+    ax.plot(
+        [r.df for r in tucker],
+        [rows[0].gflops / r.gflops for r in tucker],
+        "s--",
+        label="FLOP reduction",
+    )
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel("DF")
+    ax.set_ylabel("× faster than the original")
+    ax.set_title(f"{rows[0].model}, {rows[0].device} {rows[0].precision}")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,93 @@
+"""Run nnU-Net's preprocessing and export inside the TS process instead of worker processes.
+
+For each model TS calls nnU-Net's ``predict_from_files``, which spawns a preprocessing worker
+(plus a multiprocessing manager) and a pool of export workers. On a CPU machine each spawned
+worker re-imports torch and nnU-Net (seconds each, competing with the prediction for the same
+cores), and the logits (118 channels × the whole 3 mm volume, hundreds of MB) are pickled to the
+export worker. For one image nothing runs in parallel anyway, so TuckerSegment runs the very same
+nnU-Net functions in process: ``preprocess_fromfiles_save_to_queue`` fills a local queue, and
+the export pool is a thread pool. Same functions, same inputs, same results.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.pool import ThreadPool
+from typing import Any
+
+
+class _ThreadContext:
+    """A multiprocessing context whose Pool is a thread pool (everything else: the real one)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def Pool(self, processes: int | None = None, *args: Any, **kwargs: Any) -> ThreadPool:  # noqa: N802
+        return ThreadPool(max(1, min(processes or 1, 2)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _ThreadMultiprocessing:
+    """Stands in for the ``multiprocessing`` module inside nnU-Net's predictor module."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def get_context(self, method: str | None = None) -> _ThreadContext:
+        return _ThreadContext(self._real.get_context(method))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def preprocess_in_process(
+    list_of_lists: Any,
+    list_of_segs_from_prev_stage_files: Any,
+    output_filenames_truncated: Any,
+    plans_manager: Any,
+    dataset_json: Any,
+    configuration_manager: Any,
+    verbose: bool = False,
+) -> Iterator[dict]:
+    """nnU-Net's ``preprocessing_iterator_fromfiles`` without workers: one case at a time,
+    with nnU-Net's own ``preprocess_fromfiles_save_to_queue`` filling a local queue."""
+    from nnunetv2.inference.data_iterators import preprocess_fromfiles_save_to_queue
+
+    for i, files in enumerate(list_of_lists):
+        items: queue.Queue = queue.Queue()
+        done, abort = threading.Event(), threading.Event()
+        preprocess_fromfiles_save_to_queue(
+            [files],
+            None
+            if list_of_segs_from_prev_stage_files is None
+            else [list_of_segs_from_prev_stage_files[i]],
+            None if output_filenames_truncated is None else [output_filenames_truncated[i]],
+            plans_manager,
+            dataset_json,
+            configuration_manager,
+            items,
+            done,
+            abort,
+            verbose,
+        )
+        yield items.get_nowait()
+
+
+@contextmanager
+def export_in_process() -> Iterator[None]:
+    """Within the context, nnU-Net's predictor exports in a thread pool of this process (its
+    ``predict_from_data_iterator`` takes the pool from its module's ``multiprocessing``, the one
+    place with no hook; preprocessing is the predictor subclass's own override)."""
+    import nnunetv2.inference.predict_from_raw_data as predictor_module
+
+    real_multiprocessing = predictor_module.multiprocessing
+    predictor_module.multiprocessing = _ThreadMultiprocessing(real_multiprocessing)
+    try:
+        yield
+    finally:
+        predictor_module.multiprocessing = real_multiprocessing

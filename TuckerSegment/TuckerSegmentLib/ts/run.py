@@ -1,0 +1,24 @@
+"""TotalSegmentator's own `total` task, called through its Python API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_total_task(image: Any, fast: bool, device: str) -> Any:
+    """TS's pipeline on a nibabel image; returns its 117-label image (``--ml``). ``device`` is
+    TS's spelling (cpu, gpu, gpu:N, mps). Quiet, one thread for resampling and saving (the
+    networks use the cores), and never any usage statistics (see environment.py)."""
+    from totalsegmentator.python_api import totalsegmentator
+
+    return totalsegmentator(
+        image,
+        None,
+        ml=True,
+        fast=fast,
+        device=device,
+        quiet=True,
+        nr_thr_resamp=1,
+        nr_thr_saving=1,
+        task="total",
+    )

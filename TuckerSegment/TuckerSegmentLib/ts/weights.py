@@ -1,0 +1,98 @@
+"""Where TotalSegmentator's `total` weights live, read from TS's own configuration.
+
+TS finds weights in ``TOTALSEG_WEIGHTS_PATH`` or ``TOTALSEG_HOME_DIR/nnunet/results`` (default
+``~/.totalsegmentator``), one nnU-Net model folder per dataset:
+``Dataset297_…/nnUNetTrainer_4000epochs_NoMirroring__nnUNetPlans__3d_fullres``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TuckerSegmentError
+
+EXPERT_NAMES = ("organs", "vertebrae", "cardiac", "muscles", "ribs")
+
+
+@dataclass(frozen=True)
+class TSModel:
+    """One nnU-Net model of TS's `total` task."""
+
+    task_id: int
+    name: str  # "3mm" or the expert name
+    dataset_folder: str
+    trainer: str
+    plans: str = "nnUNetPlans"
+    configuration: str = "3d_fullres"
+
+    def folder(self, weights_dir: Path) -> Path:
+        """The nnU-Net model folder (plans.json, dataset.json, fold_0/) under ``weights_dir``."""
+        return (
+            Path(weights_dir)
+            / self.dataset_folder
+            / f"{self.trainer}__{self.plans}__{self.configuration}"
+        )
+
+
+def total_models(fast: bool) -> list[TSModel]:
+    """TS's models for `total`: the 3 mm model (fast) or the five 1.5 mm experts, in TS's order."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS, TASK_ID_WEIGHTS_CONFIGS
+    from totalsegmentator.map_to_binary import map_taskid_to_partname_ct
+
+    mode = TASK_CONFIGS["total"]["sub_modes"]["fast" if fast else "default"]
+    ids = mode["task_id"] if isinstance(mode["task_id"], list) else [mode["task_id"]]
+    models = []
+    for task_id in ids:
+        part = map_taskid_to_partname_ct.get(task_id, "")
+        name = part.removeprefix("class_map_part_") if part else "3mm"
+        folder = TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"]
+        models.append(TSModel(task_id, name, folder, mode["trainer"]))
+    return models
+
+
+def weights_dir() -> Path:
+    """Where TS looks for weights (honours TOTALSEG_WEIGHTS_PATH and TOTALSEG_HOME_DIR)."""
+    from totalsegmentator.config import get_weights_dir
+
+    return Path(get_weights_dir())
+
+
+def find_model_folders(fast: bool, directory: Path | None = None) -> dict[str, Path]:
+    """Model folders by model name; raises a clear error naming what is missing."""
+    directory = weights_dir() if directory is None else Path(directory)
+    found, missing = {}, []
+    for model in total_models(fast):
+        folder = model.folder(directory)
+        if (folder / "fold_0" / "checkpoint_final.pth").is_file():
+            found[model.name] = folder
+        else:
+            missing.append(f"{model.dataset_folder} (task {model.task_id})")
+    if missing:
+        task = "total_fast" if fast else "total"
+        raise TuckerSegmentError(
+            f"TotalSegmentator weights missing in {directory}: {', '.join(missing)}. "
+            f"Run again with --download, or fetch them with `totalseg_download_weights -t "
+            f"{task}`; on an offline machine import them with "
+            f"`totalseg_import_weights -i WEIGHTS.zip`, or point TOTALSEG_WEIGHTS_PATH at a folder "
+            f"that has them"
+        )
+    return found
+
+
+def download_weights(models: list[TSModel]) -> None:
+    """TS's own downloader (the only network access, and only when the user asks for it)."""
+    from totalsegmentator.libs import download_pretrained_weights
+
+    for model in models:
+        download_pretrained_weights(model.task_id)
+
+
+def installed_models(directory: Path | None = None) -> dict[str, bool]:
+    """Which `total` models are installed, by dataset folder name."""
+    directory = weights_dir() if directory is None else Path(directory)
+    return {
+        m.dataset_folder: (m.folder(directory) / "fold_0" / "checkpoint_final.pth").is_file()
+        for fast in (True, False)
+        for m in total_models(fast)
+    }
