@@ -69,9 +69,14 @@ def test_every_pin_is_the_version_ci_tests():
     wrong = {
         p.name: (p.version, CI_VERSIONS.get(normalize(p.name)))
         for p in PINS
-        if CI_VERSIONS.get(normalize(p.name)) != p.version
+        if CI_VERSIONS.get(normalize(p.name)) != p.version and not p.slicer_pin
     }
     assert not wrong, f"requirements.txt vs .ci/constraints.txt (pin, CI): {wrong}"
+    # a Slicer-only pin is a documented exception for a package CI also runs
+    exceptions = {p.name: p.slicer_pin for p in PINS if p.slicer_pin}
+    assert set(exceptions) == {"dicom2nifti"}, exceptions
+    assert all(len(why) > 20 for why in exceptions.values())
+    assert normalize("dicom2nifti") in CI_VERSIONS
 
 
 def test_the_pytorch_extensions_versions_in_ci_are_in_the_tested_series():
@@ -508,3 +513,33 @@ def test_pip_plans_only_additions_and_the_cli_runs_on_the_result(
     print(f"CLI ran with {len(allowed)} distributions; hid {len(report['hidden'])} modules;")
     tried = sorted(set(refused.read_text().split())) if refused.exists() else []
     print(f"  tried and refused (the CLI did without them): {tried}")
+
+
+@pytest.mark.package_index
+@pytest.mark.parametrize(("slicer", "pydicom"), [("5.10", "2.4.4"), ("5.12", "3.0.2")])
+def test_slicer_only_pins_import_what_the_cli_imports(
+    slicer, pydicom, package_index, tmp_path, _guard_environment
+):
+    """A pin that differs from CI's (a documented slicer-pin) must still let TotalSegmentator's
+    nnunet module import next to the pydicom that Slicer bundles."""
+    assert BUNDLED[slicer]["pydicom"] == pydicom
+    target = tmp_path / "site"
+    pins = [p.requirement for p in PINS if p.slicer_pin]
+    result = _pip(
+        "install",
+        "--no-deps",
+        "--target",
+        str(target),
+        f"pydicom=={pydicom}",
+        *pins,
+        env=package_index,
+    )
+    assert result.returncode == 0, _pip_messages(result)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GUARD_DIR), str(target)])}
+    code = (
+        "import pydicom, dicom2nifti, totalsegmentator.nnunet; "
+        "print(pydicom.__version__, dicom2nifti.__file__)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[0] == pydicom and str(target) in run.stdout

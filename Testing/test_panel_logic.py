@@ -187,12 +187,22 @@ def test_results_follow_a_transformed_ct(loaded_run):
     result, transform = loaded_run["result"], loaded_run["transform"]
     for node in (result.compressed, result.original):
         assert node.GetTransformNodeID() == transform.GetID()
-    local = result.compressed.GetSegmentCenterRAS(
-        result.compressed.GetSegmentation().GetSegmentIdBySegmentName("liver")
-    )
-    world = center_of(result.compressed, "liver")
+    node = result.compressed
+    liver = node.GetSegmentation().GetSegmentIdBySegmentName("liver")
+    node.SetAndObserveTransformNodeID(None)
+    local = node.GetSegmentCenterRAS(liver)  # the CT's own coordinates
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    world = center_of(result, "liver")  # where a table click jumps the views
     assert world[0] == pytest.approx(local[0] + 40.0)
     assert world[1:] == pytest.approx(tuple(local[1:]))
+
+
+def test_a_structure_only_the_original_found_still_centers_the_views(loaded_run):
+    result = loaded_run["result"]
+    only_original = set(_segment_names(result.original)) - set(_segment_names(result.compressed))
+    for name in only_original:
+        assert center_of(result, name) is not None
+    assert center_of(result, "no_such_structure") is None
 
 
 def test_run_folder_with_the_exported_ct_is_removed_after_loading(loaded_run):
@@ -215,6 +225,7 @@ def test_existing_output_node_keeps_its_name_and_display(phantom_3mm, isolated_h
     assert run.wait(timeout=600) == 0, "\n".join(run.log)
     result = run.load()
     assert result.compressed is mine
+    assert mine.GetDisplayNode().GetNumberOfViewNodeIDs() == 0  # shown in every view
     assert mine.GetName() == "My segmentation"
     assert mine.GetDisplayNode().GetOpacity() == pytest.approx(0.25)
     assert "liver" in _segment_names(mine)

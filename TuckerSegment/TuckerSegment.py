@@ -106,8 +106,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Panel: inputs, live model size for the chosen DF, device and precision, Segment/Cancel."""
 
     def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        # before the base __init__, which calls setup() itself when there is no parent
         self.logic = None
         self.probe = None
         self._parameterNode = None
@@ -115,6 +114,8 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onPoll)
+        VTKObservationMixin.__init__(self)
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self):
         super().setup()
@@ -192,7 +193,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self.probe is not None:
             self.probe.stop()
-        self.probe = DeviceProbe(pythonSlicer())
+        self.probe = DeviceProbe(pythonSlicer(), env=childEnvironment())
         self.timer.start()
 
     def applyDevices(self):
@@ -204,7 +205,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for choice in devices.choices:
             self.ui.deviceComboBox.addItem(choice.label, choice.value)
         self.ui.deviceComboBox.currentIndex = devices.recommended
-        if self._parameterNode is not None:
+        if self._parameterNode is not None and probe.error is None:
             apply_recommendation(self._parameterNode, devices, PRECISIONS)
         if probe.error:
             self.ui.recommendationLabel.text = (
@@ -218,13 +219,15 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateModelSize(self, *_):
         """Parameters, GFLOPs and compression ratio for the chosen DF (precomputed, instant)."""
+        if self.ui.qualityComboBox.currentIndex < 0:  # the parameter node refilling the combo
+            return
         try:
             self.ui.modelSizeLabel.text = self.logic.modelSizeText(
                 self.ui.qualityComboBox.currentIndex == 0,
                 self.ui.dfSlider.value,
                 self.ui.rankFloorSpinBox.value,
             )
-        except ImportError:
+        except Exception:  # torch missing or broken: no size until it is installed
             self.ui.modelSizeLabel.text = ""
 
     def updateButton(self, *_):
@@ -248,10 +251,19 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Cancelled."
             self.setRunning(False)
             return
-        outcome = self.logic.ensureDependencies()
+        self.ui.segmentButton.enabled = False  # installing processes events: no second click
+        try:
+            outcome = self.logic.ensureDependencies()
+        finally:
+            self.updateButton()
         if outcome.installed_something:
             self.startDeviceProbe()  # GPUs show up once torch is there
             self.updateModelSize()
+            if outcome.ok:
+                self.ui.statusLabel.text = (
+                    "Packages installed. Check the device list, then click Segment."
+                )
+                return
         if not outcome.ok:
             if outcome.message:
                 slicer.util.errorDisplay(outcome.message)
@@ -337,7 +349,10 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
             pip_install=slicer.util.pip_install,
             pip_ensure=pipEnsure(),
             torch_logic=torchLogic,
-            confirm=slicer.util.confirmOkCancelDisplay,
+            # in --testing mode confirmOkCancelDisplay answers False without asking
+            confirm=lambda text: (
+                slicer.app.testingEnabled() or slicer.util.confirmOkCancelDisplay(text)
+            ),
         )
         qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
         try:
@@ -367,7 +382,9 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         from TuckerSegmentLib.panel.segmentation_run import SegmentationRun
 
         self.result = None
-        self.run = SegmentationRun(slicer.mrmlScene, request, python=pythonSlicer())
+        self.run = SegmentationRun(
+            slicer.mrmlScene, request, python=pythonSlicer(), env=childEnvironment()
+        )
         return self.run
 
     def loadRun(self):
@@ -389,7 +406,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         if self.result is None or self.result.table is None:
             return
         name = structure_at(self.result.table, viewRow)
-        center = center_of(self.result.compressed, name) if name else None
+        center = center_of(self.result, name) if name else None
         if center is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
 
@@ -399,6 +416,12 @@ def pythonSlicer():
     import shutil
 
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def childEnvironment():
+    """PythonSlicer children must find TuckerSegmentLib: Slicer puts a module's folder on its own
+    sys.path only, and on PYTHONPATH only for Extensions Manager installs."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [MODULE_DIR, os.environ.get("PYTHONPATH")]))}
 
 
 def pipEnsure():
@@ -457,7 +480,11 @@ class TuckerSegmentTest(ScriptedLoadableModuleTest):
         request = logic.request(self._parameters(volume), "cpu")
         request = dataclasses.replace(request, weights_dir=str(models))
         run = logic.startRun(request)
-        self.assertEqual(run.wait(timeout=900), 0, run.error)
+        try:
+            self.assertEqual(run.wait(timeout=900), 0, run.error)
+        finally:
+            if run.poll() != 0:
+                logic.cancelRun()  # never leave the CLI or the exported CT behind
         result = logic.loadRun()
         self.assertGreater(result.compressed.GetSegmentation().GetNumberOfSegments(), 10)
         self.assertIsNotNone(result.table)

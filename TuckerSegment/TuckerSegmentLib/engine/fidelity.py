@@ -37,6 +37,11 @@ ZERO_SHOT_FLOORS: dict[str, Floor] = {
 }
 
 
+def is_default_df(df: float) -> bool:
+    """Whether a DF (e.g. a slider's 0.30000000000000004) means the default."""
+    return abs(df - DEFAULT_DF) < 1e-6
+
+
 def default_df(model: str) -> float:
     """The DF a model runs at when the user gives none."""
     floor = ZERO_SHOT_FLOORS.get(model)

@@ -88,7 +88,9 @@ class DeviceProbe:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            encoding="utf-8",
+            errors="replace",
+            env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         self._thread = threading.Thread(target=self._wait, args=(timeout,), daemon=True)

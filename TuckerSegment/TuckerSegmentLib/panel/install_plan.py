@@ -34,6 +34,7 @@ class Pin:
     name: str
     version: str
     no_deps: bool = False
+    slicer_pin: str = ""  # why Slicer gets another version than CI runs (documented exceptions)
 
     @property
     def requirement(self) -> str:
@@ -51,7 +52,9 @@ def read_pins(path: Path) -> list[Pin]:
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)", line)
         if match is None:
             raise ValueError(f"{path}:{number}: expected name==version, got {line!r}")
-        pins.append(Pin(match[1], match[2], no_deps=comment.strip() == "no-deps"))
+        note = comment.strip()
+        slicer_pin = note.removeprefix("slicer-pin:").strip() if note.startswith("slicer-pin:") else ""
+        pins.append(Pin(match[1], match[2], no_deps=note == "no-deps", slicer_pin=slicer_pin))
     return pins
 
 

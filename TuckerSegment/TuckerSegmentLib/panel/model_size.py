@@ -7,7 +7,7 @@ the ones `--df 1` runs.
 
 from __future__ import annotations
 
-from ..engine.fidelity import DEFAULT_DF, default_df
+from ..engine.fidelity import default_df, is_default_df
 from ..engine.size_table import SizeTable, size_table
 from ..ts.architectures import builtin_spec
 from ..ts.weights import EXPERT_NAMES
@@ -34,7 +34,7 @@ class ModelSizes:
         params = flops = params0 = flops0 = 0
         models = ["3mm"] if fast else list(EXPERT_NAMES)
         for model, table in zip(models, self.tables(fast), strict=True):
-            p, f = table.compressed(default_df(model) if df == DEFAULT_DF else df, rank_floor)
+            p, f = table.compressed(default_df(model) if is_default_df(df) else df, rank_floor)
             params, flops = params + p, flops + f
             params0, flops0 = params0 + table.params, flops0 + table.flops
         return params, flops, params0, flops0

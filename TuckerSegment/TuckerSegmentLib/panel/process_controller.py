@@ -67,7 +67,9 @@ class SegmentProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            encoding="utf-8",
+            errors="replace",  # a stray byte must not end the reader (and block the child)
+            env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
             start_new_session=os.name != "nt",  # own process group: cancel reaches every worker
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),  # no console on Windows
         )

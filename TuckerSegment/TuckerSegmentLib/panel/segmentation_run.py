@@ -40,10 +40,10 @@ class RunRequest:
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
-        from ..engine.fidelity import DEFAULT_DF
+        from ..engine.fidelity import is_default_df
 
         args = ["segment", "-i", str(ct), "-o", str(result)]
-        if self.df != DEFAULT_DF:  # at the default, each model runs at its own default DF
+        if not is_default_df(self.df):  # at the default, each model runs at its own default DF
             args += ["--df", f"{self.df:g}"]
         args += ["--device", self.device, "--precision", self.precision]
         args += ["--rank-floor", str(self.rank_floor), "--method", self.method]
@@ -165,6 +165,7 @@ def load_run_folder(
         into=output,
     )
     _same_folder(scene, volume, compressed)
+    compressed.GetDisplayNode().RemoveAllViewNodeIDs()  # every view, until a comparison says
     t = sidecar["timings"]
     result = RunResult(compressed)
     text = f"TS pipeline {t['segment_s']:.1f} s (networks {t['segment_network_s']:.1f} s)"
@@ -205,20 +206,15 @@ def _same_folder(scene: Any, volume: Any, node: Any) -> None:
         hierarchy.SetItemParent(item, hierarchy.GetItemParent(volume_item))
 
 
-def center_of(node: Any, structure: str) -> tuple[float, float, float] | None:
-    """World (RAS) center of a structure's segment, for jumping the views to it."""
-    segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(structure)
-    if not segment_id:
-        return None
-    center = node.GetSegmentCenterRAS(segment_id)
-    if center is None:
-        return None
-    point = list(center)
-    transform = node.GetParentTransformNode()
-    if transform is not None:  # the segment center is in the node's own coordinates
-        import vtk
-
-        to_world = vtk.vtkGeneralTransform()
-        transform.GetTransformToWorld(to_world)
-        point = list(to_world.TransformPoint(point))
-    return (point[0], point[1], point[2])
+def center_of(result: RunResult, structure: str) -> tuple[float, float, float] | None:
+    """World (RAS) center of a structure, for jumping the views to it: from the compressed
+    result, or the original's when the compressed result lacks it (the worst rows of the table).
+    ``GetSegmentCenterRAS`` already applies the node's parent transform."""
+    for node in (result.compressed, result.original):
+        if node is None:
+            continue
+        segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(structure)
+        center = node.GetSegmentCenterRAS(segment_id) if segment_id else None
+        if center is not None:
+            return (center[0], center[1], center[2])
+    return None
