@@ -53,7 +53,9 @@ def read_pins(path: Path) -> list[Pin]:
         if match is None:
             raise ValueError(f"{path}:{number}: expected name==version, got {line!r}")
         note = comment.strip()
-        slicer_pin = note.removeprefix("slicer-pin:").strip() if note.startswith("slicer-pin:") else ""
+        slicer_pin = (
+            note.removeprefix("slicer-pin:").strip() if note.startswith("slicer-pin:") else ""
+        )
         pins.append(Pin(match[1], match[2], no_deps=note == "no-deps", slicer_pin=slicer_pin))
     return pins
 
