@@ -13,6 +13,12 @@ import pytest
 TESTING = Path(__file__).resolve().parent
 REPO = TESTING.parent
 SHARED = REPO.parent / "shared" / "data" / "ts-examples"
+# tests on TotalSegmentator's own example CT and outputs (../shared, beside the checkout)
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(),
+    reason=f"TotalSegmentator's example data is not at {SHARED} (the shared/ folder beside the "
+    "checkout); these tests compare against TS's own outputs",
+)
 GUARD_DIR = TESTING / "network_guard"
 
 sys.path.insert(0, str(GUARD_DIR))

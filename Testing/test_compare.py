@@ -7,13 +7,14 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SHARED, run_cli
+from conftest import SHARED, needs_shared, run_cli
 from TuckerSegmentLib.pipeline.agreement import compare_labels, surface_dice
 
 FULL = SHARED / "example_seg.nii.gz"
 FAST = SHARED / "example_seg_fast.nii.gz"
 
 
+@needs_shared
 def test_ts_full_vs_fast_reference_outputs(tmp_path):
     report_csv = tmp_path / "report.csv"
     result = run_cli("compare", str(FULL), str(FAST), "-o", str(report_csv), "--json", check=True)
@@ -31,6 +32,7 @@ def test_ts_full_vs_fast_reference_outputs(tmp_path):
     assert float(rows["liver"]["volume_a_ml"]) == pytest.approx(1043.1, abs=0.1)
 
 
+@needs_shared
 def test_table_output_lists_worst_first():
     result = run_cli("compare", str(FULL), str(FAST), check=True)
     lines = result.stdout.strip().splitlines()
@@ -38,6 +40,7 @@ def test_table_output_lists_worst_first():
     assert lines[-1].startswith("mean Dice 0.902")
 
 
+@needs_shared
 def test_different_grids_are_refused(tmp_path):
     image = nib.load(str(FULL))
     other = tmp_path / "shifted.nii.gz"
@@ -47,6 +50,7 @@ def test_different_grids_are_refused(tmp_path):
     assert "different grids" in result.stderr
 
 
+@needs_shared
 def test_an_image_is_not_a_label_map():
     result = run_cli("compare", str(FULL), str(SHARED / "example_ct_sm.nii.gz"))
     assert result.returncode != 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, load_labels, run_segment
+from conftest import SHARED, load_labels, needs_shared, run_segment
 from TuckerSegmentLib.demo.demo import truth_dice
 from TuckerSegmentLib.ts.structures import structure_names
 
@@ -215,6 +215,7 @@ def test_eager_runtime_gives_the_labels_of_the_fused_runtime(
     assert np.mean(eager == fused) > 0.9999
 
 
+@needs_shared
 def test_dicom_series_input(isolated_home, tmp_path):
     out = tmp_path / "dicom.nii.gz"
     series = SHARED / "example_ct_dicom"

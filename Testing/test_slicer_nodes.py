@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import slicer  # noqa: E402  (slicer-core, installed by .ci/setup)
-from conftest import SHARED
+from conftest import SHARED, needs_shared
 from TuckerSegmentLib.panel.slicer_nodes import agreement_table_node, load_result  # noqa: E402
 from TuckerSegmentLib.pipeline.compare_files import compare_files, read_labels  # noqa: E402
 from TuckerSegmentLib.ts.structures import structure_colors, structure_names  # noqa: E402
 
 FULL = SHARED / "example_seg.nii.gz"
 FAST = SHARED / "example_seg_fast.nii.gz"
+pytestmark = needs_shared
 
 
 @pytest.fixture()
