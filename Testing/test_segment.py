@@ -50,6 +50,8 @@ def fast_run(phantom_files, isolated_home, tmp_path_factory):
         "--df",
         "0.5",
         "--compare",
+        "--runtime",
+        "fused",
         "--progress",
         "json",
         env=isolated_home,

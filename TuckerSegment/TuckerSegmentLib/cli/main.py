@@ -434,15 +434,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_speed_options(p: argparse.ArgumentParser) -> None:
+def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> None:
     """--runtime and --allocator, shared by segment and benchmark."""
     p.add_argument(
         "--runtime",
-        choices=("fused", "eager"),
-        default="fused",
-        help="fused (default): compressed networks run with instance norm folded into the "
+        choices=("all", "fused", "eager", "openvino")
+        if benchmark
+        else ("auto", "fused", "eager", "openvino"),
+        default="all" if benchmark else "auto",
+        help=(
+            "all (default): a row for each runtime; "
+            if benchmark
+            else "auto (default): "
+            "the faster of fused and openvino on this CPU, measured once per model and cached; "
+        )
+        + "fused: compressed networks run with instance norm folded into the "
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); eager: module by module as PyTorch runs them",
+        "tolerance); openvino: the plain Tucker network under OpenVINO (CPU, fp32; converted "
+        "once and cached); eager: module by module as PyTorch runs them",
     )
     p.add_argument(
         "--allocator",
@@ -479,7 +488,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="latency-aware policy: keep original convs where Tucker is not faster",
     )
-    _add_speed_options(p)
+    _add_speed_options(p, benchmark=True)
     p.add_argument("-o", "--output", help="write the rows as CSV")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write a PNG of speed-up and FLOP reduction per DF")

@@ -41,7 +41,7 @@ class SegmentOptions:
     device: str = "auto"
     precision: str = "auto"
     compare: bool = False
-    runtime: str = "fused"
+    runtime: str = "auto"
     allocator: str = "reuse"
     workers: str = "in-process"
     download: bool = False
@@ -141,6 +141,10 @@ def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict
     from ..ts.model_folder import open_model_folder
 
     networks = [prepared.network]
+    if len(fold_states) > 1 and not any(True for _ in prepared.network.parameters()):
+        raise TuckerSegmentError(
+            "--runtime openvino runs single-fold models; use --runtime fused for this model"
+        )
     for state in fold_states[1:]:
         network = open_model_folder(folder).spec.build("cpu")
         network.load_state_dict(state)
@@ -276,12 +280,28 @@ def prepare_models(
         else:
             cached = compressed_model(folder, setting, device_kind(plan.device), plan.precision)
             network = cached.network
-            fused = (
-                plan.options.runtime == "fused"
-                and plan.device == "cpu"
-                and plan.precision == "fp32"
-            )
-            info["runtime"] = "fused" if fused and fuse(network) else "eager"
+            cpu_fp32 = plan.device == "cpu" and plan.precision == "fp32"
+            if plan.options.runtime == "auto" and cpu_fp32:
+                from ..runtime.runtime_choice import choose_runtime
+                from ..storage.cache import cache_root
+
+                runtime, network, basis = choose_runtime(
+                    network, cached.manifest.spec, cached.manifest.layers, cached.path, cache_root()
+                )
+                info["runtime"] = runtime
+                info["runtime_choice"] = basis
+            elif plan.options.runtime == "openvino" and cpu_fp32:
+                from ..runtime.openvino_runtime import openvino_network
+
+                spec = cached.manifest.spec
+                network, hit = openvino_network(
+                    network, spec.input_channels, spec.num_classes, cached.path
+                )
+                info["runtime"] = "openvino"
+                info["openvino_conversion"] = "hit" if hit else "miss"
+            else:
+                fused = plan.options.runtime == "fused" and cpu_fp32
+                info["runtime"] = "fused" if fused and fuse(network) else "eager"
             prepared[folder.resolve()] = PreparedModel(
                 network, cached.manifest.layers, setting.method
             )

@@ -87,6 +87,26 @@ def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: st
     return None
 
 
+RUNTIMES = ("eager", "fused", "openvino")
+
+
+def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) -> nn.Module | None:
+    """``network`` run by ``runtime`` (a copy), or None when that runtime cannot run it here."""
+    import copy
+
+    from .cpu_fusion import fuse
+
+    if runtime == "eager":
+        return network
+    if runtime == "fused":
+        fused = copy.deepcopy(network)
+        return fused if fuse(fused) else None
+    from .openvino_runtime import openvino_network
+
+    converted, _ = openvino_network(network, spec.input_channels, spec.num_classes, folder)
+    return converted
+
+
 def build_variants(
     spec: NetworkSpec,
     dfs: list[float],
@@ -96,20 +116,26 @@ def build_variants(
     seed: int = 0,
     rank_floor: int = 8,
     runtime: str = "eager",
-) -> list[tuple[float, str, nn.Module]]:
-    """(DF, runtime, network): the original network as TS runs it (seeded random weights),
-    with the fused runtime also the original under it, then one compressed copy per DF."""
+) -> list[tuple[float, str, nn.Module, nn.Module]]:
+    """(DF, runtime, network, the torch network it runs, for counting): first the original network as TS runs it (seeded random weights,
+    torch eager), then the original under each other runtime asked for (``all``: every one; the
+    peers to beat), then each DF under each runtime. fused and openvino need the CPU and fp32."""
     import copy
+    import tempfile
 
     from ..engine.layer_policy import should_factorize
-    from .cpu_fusion import fuse
 
+    runtimes = list(RUNTIMES) if runtime == "all" else ["eager", runtime]
+    if device != "cpu" or precision != "fp32":
+        runtimes = ["eager"]
+    runtimes = list(dict.fromkeys(runtimes))
+    folder = Path(tempfile.mkdtemp(prefix="tuckersegment-benchmark-"))
     original = spec.build("cpu", seed=seed).to(device).eval()
-    variants: list[tuple[float, str, nn.Module]] = [(1.0, "eager", original)]
-    if runtime == "fused":
-        fused_original = copy.deepcopy(original)
-        if fuse(fused_original):
-            variants.append((1.0, "fused", fused_original))
+    variants: list[tuple[float, str, nn.Module, nn.Module]] = [(1.0, "eager", original, original)]
+    for name in runtimes[1:]:
+        under = _under(name, original, spec, folder / f"original-{name}")
+        if under is not None:
+            variants.append((1.0, name, under, original))
     for df in dfs:
         network = copy.deepcopy(original).cpu()
         originals = {n: m for n, m in network.named_modules() if should_factorize(m, policy)}
@@ -121,8 +147,12 @@ def build_variants(
             from .latency_policy import keep_faster_layers
 
             keep_faster_layers(network, originals, layers, spec, device, precision)
-        used = "fused" if runtime == "fused" and fuse(network) else "eager"
-        variants.append((df, used, network))
+        for name in runtimes if runtime == "all" else runtimes[-1:]:
+            under = _under(name, network, spec, folder / f"df{df:g}-{name}")
+            if under is not None:
+                variants.append((df, name, under, network))
+            elif name == "fused":
+                variants.append((df, "eager", network, network))
     return variants
 
 
@@ -148,8 +178,8 @@ def run_benchmark(
         spec = replace(spec, patch_size=patch)
     variants = build_variants(spec, dfs, device, precision, policy, runtime=runtime)
     x = torch.randn(1, spec.input_channels, *patch, device=device)
-    counts = [count_network(net, patch, spec.input_channels) for _, _, net in variants]
-    memory = [_peak_memory(net, x, device, precision) for _, _, net in variants]
+    counts = [count_network(torch_net, patch, spec.input_channels) for *_, torch_net in variants]
+    memory = [_peak_memory(net, x, device, precision) for _, _, net, _ in variants]
     if allocator == "reuse" and device == "cpu":  # after the memory readings: RSS stays high
         from .allocator import keep_freed_memory
 
@@ -157,11 +187,11 @@ def run_benchmark(
     else:
         allocator = "default"
     for _ in range(warmup):
-        for _, _, net in variants:
+        for _, _, net, _ in variants:
             _forward(net, x, device, precision)
     times: list[list[float]] = [[] for _ in variants]
     for r in range(repeats):
-        for i, (_, _, net) in enumerate(variants):
+        for i, (_, _, net, _) in enumerate(variants):
             start = time.perf_counter()
             _forward(net, x, device, precision)
             times[i].append(time.perf_counter() - start)
@@ -183,7 +213,7 @@ def run_benchmark(
             used,
             allocator,
         )
-        for (df, used, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
+        for (df, used, _, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
     ]
 
 

@@ -1,0 +1,136 @@
+"""OpenVINO as a runtime: no telemetry connection, same outputs as torch, converted once and
+cached (damaged or stale conversions rebuilt, never used), through TS's pipeline with the same
+labels, and `--runtime auto` measuring once per CPU and model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import GUARD_DIR, load_labels, run_segment
+from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
+from TuckerSegmentLib.runtime.openvino_runtime import FOLDER, openvino_network
+from TuckerSegmentLib.ts.architectures import builtin_spec
+
+CONVERT_IN_CHILD = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from TuckerSegmentLib.runtime.openvino_runtime import import_openvino, openvino_network
+ov = import_openvino()
+import openvino.tools.ovc.telemetry_utils as telemetry
+assert telemetry.tm.__name__.endswith("telemetry_stub"), telemetry.tm
+net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU()).eval()
+converted, _ = openvino_network(net, 1, 4, sys.argv[1])
+print("converted")
+"""
+
+
+def _child_env(tmp_path, log):
+    """No CI variable (OpenVINO's telemetry stays quiet under CI) and a fresh HOME (no opt-out)."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(HOME=str(tmp_path), TUCKERSEGMENT_NETWORK_GUARD=str(log))
+    return env
+
+
+def test_openvino_is_loaded_without_its_telemetry(tmp_path):
+    log = tmp_path / "attempts.log"
+    log.touch()
+    lib = str(GUARD_DIR.parent.parent / "TuckerSegment")
+    result = subprocess.run(
+        [sys.executable, "-c", CONVERT_IN_CHILD, str(tmp_path / "cache"), lib],
+        capture_output=True,
+        text=True,
+        env=_child_env(tmp_path, log),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "converted" in result.stdout, result.stderr[-2000:]
+    assert log.read_text() == ""
+
+
+def test_plain_openvino_import_would_phone_home(tmp_path):
+    """Why import_openvino exists: the guard sees OpenVINO's own import event."""
+    log = tmp_path / "attempts.log"
+    log.touch()
+    code = "import openvino, time; time.sleep(2)"
+    subprocess.run(
+        [sys.executable, "-c", code], env=_child_env(tmp_path, log), timeout=120, check=False
+    )
+    assert "google-analytics" in log.read_text()  # recorded in this test's own log only
+
+
+@pytest.fixture(scope="module")
+def compressed_3mm():
+    torch.manual_seed(0)
+    spec = builtin_spec("3mm")
+    network = spec.build("cpu", seed=0).eval()
+    compress_network(network, CompressionSettings(df=0.3))
+    return spec, network
+
+
+def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_path):
+    spec, network = compressed_3mm
+    converted, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
+    assert not hit
+    x = torch.randn(1, 1, 48, 64, 80)  # not the 32³ the conversion traced: dynamic shapes
+    with torch.no_grad():
+        expected = network(x)
+    got = converted(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    _, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
+    assert hit
+
+
+def test_damaged_or_stale_conversions_are_rebuilt(compressed_3mm, tmp_path):
+    spec, network = compressed_3mm
+    openvino_network(network, 1, spec.num_classes, tmp_path)
+    (tmp_path / FOLDER / "model.xml").write_text("<broken")
+    _, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
+    assert not hit, "a damaged conversion must not be used"
+    # the same architecture with other weights: the conversion is stale
+    other = builtin_spec("3mm").build("cpu", seed=1).eval()
+    compress_network(other, CompressionSettings(df=0.3))
+    converted, hit = openvino_network(other, 1, spec.num_classes, tmp_path)
+    assert not hit
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(converted(x), other(x), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "auto"])
+def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated_home, tmp_path):
+    outputs = {}
+    for name in ("eager", runtime, runtime):  # the second run reads the cached choices
+        out = tmp_path / f"{name}.nii.gz"
+        result = run_segment(
+            phantom_files[0],
+            out,
+            "--fast",
+            "--df",
+            "0.5",
+            "--runtime",
+            name,
+            "--progress",
+            "none",
+            env=isolated_home,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.setdefault(name, []).append(json.loads(out.with_name(f"{name}.json").read_text()))
+        labels = load_labels(out)[0]
+        if name == "eager":
+            eager = labels
+        else:
+            assert np.mean(labels == eager) > 0.999
+    first, second = (s["models"]["3mm"] for s in outputs[runtime])
+    if runtime == "openvino":
+        assert first["runtime"] == "openvino" and second["openvino_conversion"] == "hit"
+    else:
+        assert first["runtime"] in ("fused", "openvino")
+        assert second["runtime_choice"]["measured"] is False
+        assert set(second["runtime_choice"]["ms_per_64_patch"]) == {"fused", "openvino"}
+        assert second["runtime"] == first["runtime"]

@@ -1,0 +1,121 @@
+"""OpenVINO, Intel's CPU inference runtime, running the plain Tucker network.
+
+What a CPU user would reach for first, and on the CPUs measured it runs the plain Tucker network
+faster than this project's hand-written fused runtime (README, Performance). The torch network is
+converted once per compressed model and OpenVINO version — at a small patch with dynamic spatial
+axes, which keeps the conversion's memory small (tracing at the full patch took 11.8 GB) — and
+saved beside the compressed model in the cache; a damaged or stale conversion (the weights changed)
+is rebuilt, never used. The compiled model plugs into nnU-Net's predictor where the torch network
+did: TS's pipeline is unchanged. fp32 only (OpenVINO would pick bf16 on CPUs that have it).
+
+Privacy: ``import openvino`` sends a usage event to Google Analytics unless the user opted out
+(its model converter's telemetry, found by this project's network guard). OpenVINO falls back to
+its own no-op telemetry stub when ``openvino_telemetry`` cannot be imported, so
+:func:`import_openvino` makes that import fail for this process before OpenVINO is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import TuckerSegmentError
+
+CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing
+FOLDER = "openvino"
+
+
+def import_openvino():  # noqa: ANN201
+    """``openvino``, loaded with its telemetry replaced by its own no-op stub (no connection)."""
+    import sys
+
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: ImportError
+    elif sys.modules.get("openvino_telemetry") is not None:
+        raise TuckerSegmentError(
+            "OpenVINO was imported before TuckerSegment could switch its telemetry off"
+        )
+    import openvino
+
+    return openvino
+
+
+def version() -> str | None:
+    try:
+        return import_openvino().__version__
+    except ImportError:
+        return None
+
+
+def _weights_digest(network: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class OpenVINONetwork(nn.Module):
+    """A compiled OpenVINO model behind a torch module's forward (CPU, fp32, batch as given)."""
+
+    def __init__(self, compiled, out_channels: int) -> None:  # noqa: ANN001
+        super().__init__()
+        self.compiled = compiled
+        self.out_channels = out_channels
+        self._request = compiled.create_infer_request()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self._request.infer({0: x.detach().float().cpu().numpy()}, share_inputs=True)
+        return torch.from_numpy(next(iter(result.values())).copy())
+
+
+def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
+    ov = import_openvino()
+
+    from ..storage.atomic_dir import atomic_directory
+
+    example = torch.zeros(1, in_channels, *(CONVERT_PATCH,) * 3)
+    shape = ov.PartialShape([1, in_channels, -1, -1, -1])
+    with torch.no_grad():
+        model = ov.convert_model(network.eval(), example_input=example, input=[shape])
+    with atomic_directory(folder) as staging:
+        ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
+        (staging / "source.json").write_text(
+            json.dumps({"weights_sha256": _weights_digest(network), "openvino": version()})
+        )
+
+
+def _load(folder: Path, digest: str):  # noqa: ANN202
+    ov = import_openvino()
+
+    source = json.loads((folder / "source.json").read_text())
+    if source.get("weights_sha256") != digest or source.get("openvino") != version():
+        raise ValueError("stale conversion")
+    core = ov.Core()
+    model = core.read_model(str(folder / "model.xml"))
+    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def openvino_network(
+    network: nn.Module, in_channels: int, out_channels: int, cache_dir: Path
+) -> tuple[OpenVINONetwork, bool]:
+    """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino.
+    Returns the network and whether the conversion came from the cache."""
+    if version() is None:
+        raise TuckerSegmentError(
+            "--runtime openvino: OpenVINO is not installed (pip install openvino)"
+        )
+    folder = Path(cache_dir) / FOLDER
+    digest = _weights_digest(network)
+    hit = True
+    try:
+        compiled = _load(folder, digest)
+    except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
+        hit = False
+        _convert(network, in_channels, folder)
+        compiled = _load(folder, digest)
+    return OpenVINONetwork(compiled, out_channels), hit
