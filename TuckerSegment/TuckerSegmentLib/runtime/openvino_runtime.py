@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,7 +81,10 @@ def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
 
     example = torch.zeros(1, in_channels, *(CONVERT_PATCH,) * 3)
     shape = ov.PartialShape([1, in_channels, -1, -1, -1])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # OpenVINO traces with torch.jit: its deprecation and tracer notes are not the user's
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         model = ov.convert_model(network.eval(), example_input=example, input=[shape])
     with atomic_directory(folder) as staging:
         ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
