@@ -135,3 +135,21 @@ def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated
         assert second["runtime_choice"]["measured"] is False
         assert set(second["runtime_choice"]["ms_per_64_patch"]) == {"fused", "openvino"}
         assert second["runtime"] == first["runtime"]
+
+
+def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
+    """`--runtime auto` is the default: an OpenVINO failure must not fail the run."""
+    from types import SimpleNamespace
+
+    from TuckerSegmentLib.runtime.runtime_choice import choose_runtime
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder: the conversion cannot be saved under it")
+    spec = SimpleNamespace(input_channels=1, num_classes=4, name="tiny")
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1)).eval()
+    runtime, chosen, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
+    assert runtime == "eager" and chosen is network
+    assert basis["measured"] and "openvino_unavailable" in basis
+    assert set(basis["ms_per_64_patch"]) == {"eager"}
+    runtime, _, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
+    assert runtime == "eager" and basis["measured"] is False  # recorded, not measured again

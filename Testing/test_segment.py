@@ -166,6 +166,8 @@ def test_second_run_loads_the_compressed_model_from_the_cache(
         "--fast",
         "--df",
         "0.5",
+        "--runtime",
+        "fused",  # the first run's runtime: identical labels
         "--progress",
         "none",
         env=isolated_home,

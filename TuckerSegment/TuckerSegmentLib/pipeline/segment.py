@@ -121,6 +121,7 @@ class PreparedModel:
     network: nn.Module | None
     layers: list | None = None
     method: str = "hosvd"
+    torch_network: nn.Module | None = None  # when ``network`` is a converted (OpenVINO) one
 
 
 @dataclass
@@ -141,10 +142,9 @@ def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict
     from ..ts.model_folder import open_model_folder
 
     networks = [prepared.network]
-    if len(fold_states) > 1 and not any(True for _ in prepared.network.parameters()):
-        raise TuckerSegmentError(
-            "--runtime openvino runs single-fold models; use --runtime fused for this model"
-        )
+    if len(fold_states) > 1 and prepared.torch_network is not None:
+        # a converted network holds fold 0's weights; several folds run in torch (eager)
+        networks = [prepared.torch_network]
     for state in fold_states[1:]:
         network = open_model_folder(folder).spec.build("cpu")
         network.load_state_dict(state)
@@ -230,6 +230,12 @@ def plan_run(options: SegmentOptions) -> RunPlan:
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device_kind(device))
     allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
+    if options.runtime in ("fused", "openvino") and (device != "cpu" or precision != "fp32"):
+        print(
+            f"warning: --runtime {options.runtime} runs on the CPU in fp32; "
+            f"on {device} in {precision} the networks run eager",
+            file=sys.stderr,
+        )
     return RunPlan(options, models, settings, device, precision, allocator)
 
 
@@ -303,7 +309,10 @@ def prepare_models(
                 fused = plan.options.runtime == "fused" and cpu_fp32
                 info["runtime"] = "fused" if fused and fuse(network) else "eager"
             prepared[folder.resolve()] = PreparedModel(
-                network, cached.manifest.layers, setting.method
+                network,
+                cached.manifest.layers,
+                setting.method,
+                torch_network=cached.network if info["runtime"] == "openvino" else None,
             )
             extra = cached.manifest.extra
             info.update(

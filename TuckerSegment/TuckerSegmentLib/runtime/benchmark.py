@@ -66,10 +66,11 @@ def _rss_kib(field: str) -> int | None:
 
 
 def _forward(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> None:
-    with torch.no_grad(), autocast(device, precision):
+    kind = device.split(":")[0]  # cuda:N autocasts as cuda
+    with torch.no_grad(), autocast(kind, precision):
         network(x)
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if kind == "cuda":
+        torch.cuda.synchronize(x.device)
 
 
 def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> float | None:
@@ -116,6 +117,7 @@ def build_variants(
     seed: int = 0,
     rank_floor: int = 8,
     runtime: str = "eager",
+    folder: Path | None = None,
 ) -> list[tuple[float, str, nn.Module, nn.Module]]:
     """(DF, runtime, network, the torch network it runs, for counting): first the original network as TS runs it (seeded random weights,
     torch eager), then the original under each other runtime asked for (``all``: every one; the
@@ -124,12 +126,13 @@ def build_variants(
     import tempfile
 
     from ..engine.layer_policy import should_factorize
+    from .devices import device_kind
 
     runtimes = list(RUNTIMES) if runtime == "all" else ["eager", runtime]
-    if device != "cpu" or precision != "fp32":
+    if device_kind(device) != "cpu" or precision != "fp32":
         runtimes = ["eager"]
     runtimes = list(dict.fromkeys(runtimes))
-    folder = Path(tempfile.mkdtemp(prefix="tuckersegment-benchmark-"))
+    folder = Path(folder or tempfile.mkdtemp(prefix="tuckersegment-benchmark-"))
     original = spec.build("cpu", seed=seed).to(device).eval()
     variants: list[tuple[float, str, nn.Module, nn.Module]] = [(1.0, "eager", original, original)]
     for name in runtimes[1:]:
@@ -151,7 +154,7 @@ def build_variants(
             under = _under(name, network, spec, folder / f"df{df:g}-{name}")
             if under is not None:
                 variants.append((df, name, under, network))
-            elif name == "fused":
+            elif name == "fused" and runtime != "all":  # "all" has its eager row already
                 variants.append((df, "eager", network, network))
     return variants
 
@@ -176,7 +179,12 @@ def run_benchmark(
         from dataclasses import replace
 
         spec = replace(spec, patch_size=patch)
-    variants = build_variants(spec, dfs, device, precision, policy, runtime=runtime)
+    import tempfile
+
+    conversions = tempfile.TemporaryDirectory(prefix="tuckersegment-benchmark-")
+    variants = build_variants(
+        spec, dfs, device, precision, policy, runtime=runtime, folder=Path(conversions.name)
+    )
     x = torch.randn(1, spec.input_channels, *patch, device=device)
     counts = [count_network(torch_net, patch, spec.input_channels) for *_, torch_net in variants]
     memory = [_peak_memory(net, x, device, precision) for _, _, net, _ in variants]
@@ -198,6 +206,9 @@ def run_benchmark(
         if progress is not None:
             progress((r + 1) / repeats, f"repeat {r + 1}/{repeats}")
     medians = [statistics.median(t) * 1000 for t in times]
+    labels = [(df, used) for df, used, _, _ in variants]
+    del variants, net  # compiled OpenVINO models may map their files: release them, then delete
+    conversions.cleanup()
     return [
         BenchmarkRow(
             spec.name,
@@ -213,7 +224,7 @@ def run_benchmark(
             used,
             allocator,
         )
-        for (df, used, _, _), c, m, mem in zip(variants, counts, medians, memory, strict=True)
+        for (df, used), c, m, mem in zip(labels, counts, medians, memory, strict=True)
     ]
 
 
@@ -256,10 +267,13 @@ def plot_rows(rows: list[BenchmarkRow], path: Path) -> None:
 
     tucker = [r for r in rows if r.df < 1.0]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r.df for r in tucker], [r.speedup for r in tucker], "o-", label="measured speed-up")
+    for runtime in dict.fromkeys(r.runtime for r in tucker):  # one line per runtime
+        mine = [r for r in tucker if r.runtime == runtime]
+        ax.plot([r.df for r in mine], [r.speedup for r in mine], "o-", label=f"{runtime}")
+    by_df = {r.df: r for r in tucker}
     ax.plot(
-        [r.df for r in tucker],
-        [rows[0].gflops / r.gflops for r in tucker],
+        list(by_df),
+        [rows[0].gflops / r.gflops for r in by_df.values()],
         "s--",
         label="FLOP reduction",
     )

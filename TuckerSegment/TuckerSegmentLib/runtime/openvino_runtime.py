@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import TuckerSegmentError
 
 CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing
+CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-v1"  # a new way of converting: reconvert
 FOLDER = "openvino"
 
 
@@ -34,21 +35,24 @@ def import_openvino():  # noqa: ANN201
     """``openvino``, loaded with its telemetry replaced by its own no-op stub (no connection)."""
     import sys
 
-    if "openvino" not in sys.modules:
-        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: ImportError
-    elif sys.modules.get("openvino_telemetry") is not None:
+    if sys.modules.get("openvino_telemetry") is not None:
         raise TuckerSegmentError(
-            "OpenVINO was imported before TuckerSegment could switch its telemetry off"
+            "OpenVINO's telemetry was imported before TuckerSegment could switch it off"
         )
+    sys.modules["openvino_telemetry"] = None  # None in sys.modules: its import raises ImportError
     import openvino
+    import openvino.tools.ovc.telemetry_utils as telemetry
 
+    if not telemetry.tm.__name__.endswith("telemetry_stub"):  # OpenVINO changed its fallback
+        raise TuckerSegmentError("could not switch OpenVINO's telemetry off; not using OpenVINO")
     return openvino
 
 
 def version() -> str | None:
+    """OpenVINO's version, or None when it is not installed or cannot be used safely."""
     try:
         return import_openvino().__version__
-    except ImportError:
+    except (ImportError, TuckerSegmentError):
         return None
 
 
@@ -89,7 +93,13 @@ def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
     with atomic_directory(folder) as staging:
         ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
         (staging / "source.json").write_text(
-            json.dumps({"weights_sha256": _weights_digest(network), "openvino": version()})
+            json.dumps(
+                {
+                    "weights_sha256": _weights_digest(network),
+                    "openvino": version(),
+                    "converter": CONVERTER,
+                }
+            )
         )
 
 
@@ -97,7 +107,11 @@ def _load(folder: Path, digest: str):  # noqa: ANN202
     ov = import_openvino()
 
     source = json.loads((folder / "source.json").read_text())
-    if source.get("weights_sha256") != digest or source.get("openvino") != version():
+    if (source.get("weights_sha256"), source.get("openvino"), source.get("converter")) != (
+        digest,
+        version(),
+        CONVERTER,
+    ):
         raise ValueError("stale conversion")
     core = ov.Core()
     model = core.read_model(str(folder / "model.xml"))

@@ -67,7 +67,7 @@ class PrecisionNetwork(nn.Module):
             with torch.autocast(self.device_type, dtype=_DTYPES[self.precision]):
                 out = self.network(x)
         if self.device_type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(out.device)  # the GPU it ran on (cuda:N), not GPU 0
         self.seconds += time.perf_counter() - start
         self.calls += 1
         if self.on_forward is not None:

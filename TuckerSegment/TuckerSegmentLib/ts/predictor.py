@@ -51,8 +51,9 @@ def predictor_class(
             )
             folder = Path(model_training_output_dir)
             replacements = choose(folder, self.list_of_parameters)
+            network = getattr(self.network, "_orig_mod", self.network)  # nnUNet_compile=1
             if replacements is None:
-                network, states = self.network, self.list_of_parameters
+                states = self.list_of_parameters
             else:
                 network, states = replacements[0], [n.state_dict() for n in replacements]
             wrapped = PrecisionNetwork(network, device_type, precision)
