@@ -1,5 +1,7 @@
-"""End-to-end speed: `tucker-segment segment --fast --df 0.3` against TotalSegmentator's own
-command (`TotalSegmentator --fast --ml`) on the same real-size CT, same machine, same run.
+"""End-to-end speed and memory: `tucker-segment segment --fast --df 0.3` against
+TotalSegmentator's own command (`TotalSegmentator --fast --ml`) on the same real-size CT, same
+machine, same run. Memory is the peak resident memory summed over each command's whole process
+tree (its workers included), sampled every 50 ms from /proc (Linux).
 
 TS's weights can't be downloaded here, so both use a full-size TS 3 mm model folder with seeded
 random weights (speed does not depend on weight values; the labels are meaningless). The CT is a
@@ -61,19 +63,52 @@ def real_size_ct(path: Path, seed: int = 7) -> None:
     nib.save(nib.Nifti1Image(volume, affine), path)
 
 
-def timed(command: list[str], env: dict) -> float:
+def _tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parents[int(entry.name)] = int(fields.get("PPid", "0").strip())
+        rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, parent in parents.items() if parent == pid and c not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+def timed(command: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, peak GiB of the process tree) of one command."""
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss_kib(process.pid))
+        time.sleep(0.05)
     seconds = time.perf_counter() - start
-    if result.returncode:
-        sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    return seconds
+    stderr = process.stderr.read()
+    if process.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{stderr[-3000:]}")
+    return seconds, peak / 2**20
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--df", default="0.3")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--runtime", default="auto", help="tucker-segment's --runtime")
+    parser.add_argument("--ct", help="a CT of your own (default: the 512×512×200 phantom grid)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
     from model_folder_writer import write_random_ts_folder
@@ -81,8 +116,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ct = tmp / "ct.nii.gz"
-        real_size_ct(ct)
+        ct = Path(args.ct) if args.ct else tmp / "ct.nii.gz"
+        if not args.ct:
+            real_size_ct(ct)
         weights = tmp / "weights"
         write_random_ts_folder(total_models(True)[0].folder(weights), "3mm", seed=0)
         env = {**os.environ, "HOME": str(tmp), "TUCKERSEGMENT_CACHE": str(tmp / "cache")}
@@ -104,33 +140,41 @@ def main() -> int:
             "fp32",
             "--weights-dir",
             str(weights),
+            "--runtime",
+            args.runtime,
             "--progress",
             "none",
         ]
         env["PYTHONPATH"] = str(HERE.parent / "TuckerSegment")
-        first = timed(ours, env)  # decomposes and fills the cache, as a user's first run does
+        first, first_gib = timed(ours, env)  # decomposes (and converts), as a first run does
         script = TS_COMMAND.format(
             lib=str(HERE.parent / "TuckerSegment"),
             weights=str(weights),
             ct=str(ct),
             out=str(tmp / "ts.nii.gz"),
         )
-        ts_times, our_times = [], []
+        ts_runs, our_runs = [], []
         for _ in range(args.repeats):  # interleaved
-            ts_times.append(timed([PYTHON, "-c", script], env))
-            our_times.append(timed(ours, env))
+            ts_runs.append(timed([PYTHON, "-c", script], env))
+            our_runs.append(timed(ours, env))
+        ts_times, our_times = [t for t, _ in ts_runs], [t for t, _ in our_runs]
+        ts_gib, our_gib = max(g for _, g in ts_runs), max(g for _, g in our_runs)
         sidecar = json.loads((tmp / "ours.json").read_text())
         ts_s, our_s = statistics.median(ts_times), statistics.median(our_times)
         print(
             json.dumps(
                 {
-                    "ct_shape": SHAPE,
-                    "spacing_mm": SPACING,
+                    "ct": args.ct or f"phantom on a {SHAPE} grid at {SPACING} mm",
                     "df": float(args.df),
                     "totalsegmentator_s": [round(t, 1) for t in ts_times],
                     "tucker_segment_s": [round(t, 1) for t in our_times],
                     "tucker_segment_first_run_s": round(first, 1),
                     "speedup": round(ts_s / our_s, 2),
+                    "peak_gib_totalsegmentator": round(ts_gib, 2),
+                    "peak_gib_tucker_segment": round(our_gib, 2),
+                    "peak_gib_tucker_segment_first_run": round(first_gib, 2),
+                    "memory_ratio": round(max(our_gib, first_gib) / ts_gib, 2),
+                    "runtime": sidecar["models"]["3mm"].get("runtime"),
                     "our_timings": sidecar["timings"],
                     "patches": sidecar["patches"],
                 },

@@ -440,17 +440,18 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         "--runtime",
         choices=("all", "fused", "eager", "openvino")
         if benchmark
-        else ("auto", "fused", "eager", "openvino"),
-        default="all" if benchmark else "auto",
+        else ("fused", "auto", "eager", "openvino"),
+        default="all" if benchmark else "fused",
         help=(
-            "all (default): a row for each runtime; "
+            "all (default): a row for each runtime; fused"
             if benchmark
-            else "auto (default): "
-            "the faster of fused and openvino on this CPU, measured once per model and cached; "
+            else "fused (default; the fastest and leanest end to end on the CPUs measured)"
         )
-        + "fused: compressed networks run with instance norm folded into the "
+        + ": compressed networks run with instance norm folded into the "
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); openvino: the plain Tucker network under OpenVINO (CPU, fp32; converted "
+        "tolerance); auto: the faster of fused and openvino on one 64³ patch of this CPU, "
+        "measured once per model and cached; openvino: the plain Tucker network under OpenVINO "
+        "(CPU, fp32; converted "
         "once and cached); eager: module by module as PyTorch runs them",
     )
     p.add_argument(
