@@ -301,7 +301,7 @@ def prepare_models(
 
                 spec = cached.manifest.spec
                 network, hit = openvino_network(
-                    network, spec.input_channels, spec.num_classes, cached.path
+                    network, spec.input_channels, spec.num_classes, cached.path, spec.patch_size
                 )
                 info["runtime"] = "openvino"
                 info["openvino_conversion"] = "hit" if hit else "miss"

@@ -104,7 +104,9 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
         return fused if fuse(fused) else None
     from .openvino_runtime import openvino_network
 
-    converted, _ = openvino_network(network, spec.input_channels, spec.num_classes, folder)
+    converted, _ = openvino_network(
+        network, spec.input_channels, spec.num_classes, folder, spec.patch_size
+    )
     return converted
 
 

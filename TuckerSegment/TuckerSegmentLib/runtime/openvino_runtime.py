@@ -20,6 +20,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,17 +66,41 @@ def _weights_digest(network: nn.Module) -> str:
 
 
 class OpenVINONetwork(nn.Module):
-    """A compiled OpenVINO model behind a torch module's forward (CPU, fp32, batch as given)."""
+    """A compiled OpenVINO model behind a torch module's forward (CPU, fp32).
 
-    def __init__(self, compiled, out_channels: int) -> None:  # noqa: ANN001
+    nnU-Net predicts every patch at the plan's patch size (smaller images are padded to it), so
+    the model is also compiled for that one static shape: OpenVINO's first inference of a new
+    shape on the dynamic model costs seconds (measured 5.3 s against 1.5 s afterwards for the
+    3 mm patch), a static compile 0.07 s. Other shapes use the dynamic model."""
+
+    def __init__(self, model, out_channels: int, static_shape: tuple[int, ...] | None) -> None:  # noqa: ANN001
         super().__init__()
-        self.compiled = compiled
         self.out_channels = out_channels
-        self._request = compiled.create_infer_request()
+        self._model = model
+        self._requests: dict[tuple[int, ...] | None, Any] = {}
+        self._static_shape = tuple(static_shape) if static_shape else None
+        if self._static_shape:
+            self._request_for(self._static_shape)
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        key = shape if shape == self._static_shape else None
+        if key not in self._requests:
+            model = self._model.clone()
+            if key is not None:
+                model.reshape(list(key))
+            compiled = _compile(model)
+            self._requests[key] = compiled.create_infer_request()
+        return self._requests[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self._request.infer({0: x.detach().float().cpu().numpy()}, share_inputs=True)
+        request = self._request_for(tuple(x.shape))
+        result = request.infer({0: x.detach().float().cpu().numpy()}, share_inputs=True)
         return torch.from_numpy(next(iter(result.values())).copy())
+
+
+def _compile(model):  # noqa: ANN001, ANN202
+    core = import_openvino().Core()
+    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
@@ -113,16 +138,21 @@ def _load(folder: Path, digest: str):  # noqa: ANN202
         CONVERTER,
     ):
         raise ValueError("stale conversion")
-    core = ov.Core()
-    model = core.read_model(str(folder / "model.xml"))
-    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    model = ov.Core().read_model(str(folder / "model.xml"))
+    _compile(model)  # a damaged model fails here, not in the middle of a run
+    return model
 
 
 def openvino_network(
-    network: nn.Module, in_channels: int, out_channels: int, cache_dir: Path
+    network: nn.Module,
+    in_channels: int,
+    out_channels: int,
+    cache_dir: Path,
+    patch_size: list[int] | tuple[int, ...] | None = None,
 ) -> tuple[OpenVINONetwork, bool]:
-    """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino.
-    Returns the network and whether the conversion came from the cache."""
+    """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino, and
+    compiled for ``patch_size`` (nnU-Net's patch) as well. Returns the network and whether the
+    conversion came from the cache."""
     if version() is None:
         raise TuckerSegmentError(
             "--runtime openvino: OpenVINO is not installed (pip install openvino)"
@@ -131,9 +161,10 @@ def openvino_network(
     digest = _weights_digest(network)
     hit = True
     try:
-        compiled = _load(folder, digest)
+        model = _load(folder, digest)
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
         _convert(network, in_channels, folder)
-        compiled = _load(folder, digest)
-    return OpenVINONetwork(compiled, out_channels), hit
+        model = _load(folder, digest)
+    static = (1, in_channels, *patch_size) if patch_size else None
+    return OpenVINONetwork(model, out_channels, static), hit

@@ -68,7 +68,9 @@ def _openvino(network: nn.Module, spec: Any, cache_entry: Path) -> tuple[nn.Modu
     from .openvino_runtime import openvino_network
 
     try:
-        converted, _ = openvino_network(network, spec.input_channels, spec.num_classes, cache_entry)
+        converted, _ = openvino_network(
+            network, spec.input_channels, spec.num_classes, cache_entry, spec.patch_size
+        )
     except Exception as error:  # noqa: BLE001 - conversion, memory, cache folder: fall back
         return None, (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
     return converted, ""
