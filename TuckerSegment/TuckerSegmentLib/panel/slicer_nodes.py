@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def _slicer():
     import slicer  # Slicer, or slicer-core's headless MRML
@@ -31,58 +29,25 @@ def _ensure_converter_rules(slicer) -> None:  # noqa: ANN001
         factory.RegisterConverterRule(rule())
 
 
-def labels_to_segmentation_node(
-    scene: Any, labels: np.ndarray, ijk_to_ras: np.ndarray, name: str, reference_volume=None
-):
-    """A vtkMRMLSegmentationNode with one segment per TS structure present (TS names, the
-    project's fixed colors, SNOMED CT terminology, label value = TS id)."""
-    import vtk
-    from vtk.util import numpy_support
-
-    from ..ts.structures import structure_colors, structure_names
-    from ..ts.terminology import terminology_entry
-
-    slicer = _slicer()
-    names, colors = structure_names(), structure_colors()
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    node.CreateDefaultDisplayNodes()
-    segmentation = node.GetSegmentation()
-    ijk_to_ras_matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            ijk_to_ras_matrix.SetElement(r, c, float(ijk_to_ras[r, c]))
-    present = [int(v) for v in np.unique(labels) if v != 0]
-    for label in present:
-        mask = (labels == label).astype(np.uint8)
-        image = slicer.vtkOrientedImageData()
-        image.SetDimensions(*mask.shape)
-        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-        flat = mask.transpose(2, 1, 0).ravel()  # VTK order: i fastest
-        image.GetPointData().SetScalars(
-            numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
-        )
-        image.SetImageToWorldMatrix(ijk_to_ras_matrix)
-        segment_name = names.get(label, f"label_{label}")
-        segment_id = segmentation.AddEmptySegment(
-            segment_name, segment_name, list(colors.get(label, (0.5, 0.5, 0.5)))
-        )
-        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            image, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
-        )
-        entry = terminology_entry(label)
-        if entry is not None:
-            segmentation.GetSegment(segment_id).SetTag("TerminologyEntry", entry)
-    if reference_volume is not None:
-        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-    return node
-
-
 def load_result(scene: Any, path: Path, name: str, reference_volume=None):
-    """Load a TuckerSegment/TS result (.nii.gz or .seg.nrrd) as a segmentation node."""
-    from ..pipeline.compare_files import read_labels
+    """Load a TuckerSegment/TS result (.nii.gz or .seg.nrrd) as a segmentation node, through the
+    panel's one path: a NIfTI label map is written as the .seg.nrrd `segment` writes (TS names,
+    fixed colors, SNOMED CT terminology) and read by MRML's segmentation storage node, which
+    builds all segments at once instead of one labelmap per structure."""
+    import tempfile
 
-    labels, affine = read_labels(Path(path))
-    return labels_to_segmentation_node(scene, labels, affine, name, reference_volume)
+    from ..pipeline.compare_files import read_labels
+    from ..pipeline.output_files import write_seg_nrrd
+    from .scene_io import load_segmentation
+
+    path = Path(path)
+    if path.name.endswith(".seg.nrrd"):
+        return load_segmentation(scene, path, name, reference_volume)
+    labels, affine = read_labels(path)
+    with tempfile.TemporaryDirectory(prefix="tuckersegment-load-") as folder:
+        seg = Path(folder) / "result.seg.nrrd"
+        write_seg_nrrd(labels, affine, seg)
+        return load_segmentation(scene, seg, name, reference_volume)
 
 
 def agreement_table_node(scene: Any, report, name: str = "TuckerSegment agreement"):

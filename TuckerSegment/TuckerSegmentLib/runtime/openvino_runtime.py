@@ -138,9 +138,7 @@ def _load(folder: Path, digest: str):  # noqa: ANN202
         CONVERTER,
     ):
         raise ValueError("stale conversion")
-    model = ov.Core().read_model(str(folder / "model.xml"))
-    _compile(model)  # a damaged model fails here, not in the middle of a run
-    return model
+    return ov.Core().read_model(str(folder / "model.xml"))
 
 
 def openvino_network(
@@ -160,11 +158,15 @@ def openvino_network(
     folder = Path(cache_dir) / FOLDER
     digest = _weights_digest(network)
     hit = True
+    static = (1, in_channels, *patch_size) if patch_size else None
     try:
-        model = _load(folder, digest)
+        # compiling (the patch shape, else the dynamic model) is what finds a damaged file
+        converted = OpenVINONetwork(_load(folder, digest), out_channels, static)
+        converted._request_for(
+            static or (1, in_channels, CONVERT_PATCH, CONVERT_PATCH, CONVERT_PATCH)
+        )
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
         _convert(network, in_channels, folder)
-        model = _load(folder, digest)
-    static = (1, in_channels, *patch_size) if patch_size else None
-    return OpenVINONetwork(model, out_channels, static), hit
+        converted = OpenVINONetwork(_load(folder, digest), out_channels, static)
+    return converted, hit
