@@ -9,6 +9,11 @@ phantom on a typical abdomen grid (512×512×200 at 0.7×0.7×1.5 mm). Each comm
 process, timed from start to exit; TS runs with its defaults (usage statistics off).
 
     .venv/bin/python Testing/e2e_speed.py [--df 0.3] [--repeats 2]
+
+With ``--warm``: the Slicer panel's two clicks instead — the first run through a new warm worker
+(Python start-up, imports, decomposition), then a second run on the same CT with another DF
+(``--second-df``), each timed from sending the run to its exit code, with and without
+``--compare``; the labels of each warm run are checked against a cold command-line run.
 """
 
 from __future__ import annotations
@@ -109,7 +114,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--runtime", default="auto", help="tucker-segment's --runtime")
     parser.add_argument("--ct", help="a CT of your own (default: the 512×512×200 phantom grid)")
+    parser.add_argument("--warm", action="store_true", help="time the panel's second click")
+    parser.add_argument("--second-df", default="0.5", help="the DF of the second click")
     args = parser.parse_args()
+    if args.warm:
+        return warm_clicks(args)
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
     from model_folder_writer import write_random_ts_folder
     from TuckerSegmentLib.ts.weights import total_models
@@ -181,6 +190,68 @@ def main() -> int:
                 indent=2,
             )
         )
+    return 0
+
+
+def warm_clicks(args: argparse.Namespace) -> int:
+    """First and second Segment click through one warm worker, as the panel runs them."""
+    sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
+    import nibabel as nib
+    from model_folder_writer import write_random_ts_folder
+    from TuckerSegmentLib.panel.warm_worker import WarmWorker
+    from TuckerSegmentLib.ts.weights import total_models
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ct = Path(args.ct) if args.ct else tmp / "ct.nii.gz"
+        if not args.ct:
+            real_size_ct(ct)
+        weights = tmp / "weights"
+        write_random_ts_folder(total_models(True)[0].folder(weights), "3mm", seed=0)
+        for compare in (False, True):
+            cache = tmp / f"cache-{compare}"  # each pair decomposes its DFs, as a first use does
+            env = {"HOME": str(tmp), "TUCKERSEGMENT_CACHE": str(cache)}
+            env["PYTHONPATH"] = str(HERE.parent / "TuckerSegment")
+            worker = WarmWorker(python=PYTHON, env=env)
+            times = []
+            try:
+                for i, df in enumerate((args.df, args.second_df)):
+                    out = tmp / f"warm-{compare}-{i}.nii.gz"
+                    command = ["segment", "-i", str(ct), "-o", str(out), "--fast", "--df", df]
+                    command += ["--device", "cpu", "--precision", "fp32"]
+                    command += ["--weights-dir", str(weights), "--progress", "json"]
+                    command += ["--compare"] if compare else []
+                    start = time.perf_counter()
+                    run = worker.submit(command)
+                    if run.wait(timeout=3600) != 0:
+                        sys.exit("\n".join(run.state.log[-20:]))
+                    times.append(time.perf_counter() - start)
+                    cold = tmp / f"cold-{compare}-{i}.nii.gz"
+                    cold_command = [PYTHON, "-m", "TuckerSegmentLib", *command[:4], str(cold)]
+                    cold_command += command[5:]
+                    subprocess.run(
+                        cold_command, env={**os.environ, **env}, check=True, capture_output=True
+                    )
+                    same = np.array_equal(
+                        np.asanyarray(nib.load(str(out)).dataobj),
+                        np.asanyarray(nib.load(str(cold)).dataobj),
+                    )
+                    if not same:
+                        sys.exit(f"warm run {i} (DF {df}) differs from the cold run")
+            finally:
+                worker.close()
+            results["with --compare" if compare else "without --compare"] = {
+                "first_click_s": round(times[0], 1),
+                "second_click_s": round(times[1], 1),
+                "second_over_first": round(times[1] / times[0], 2),
+                "labels_identical_to_cold_runs": True,
+            }
+    print(
+        json.dumps(
+            {"ct": args.ct or "phantom grid", "dfs": [args.df, args.second_df], **results}, indent=2
+        )
+    )
     return 0
 
 

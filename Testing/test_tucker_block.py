@@ -109,3 +109,13 @@ def test_shared_references_are_all_replaced():
     compress_network(net, CompressionSettings(df=0.5))
     assert isinstance(net.conv, TuckerConv3d)
     assert net.all_modules[0] is net.conv
+
+
+@pytest.mark.parametrize("method", ["hosvd", "hooi"])
+def test_explained_variance_equals_the_reconstruction_error(method):
+    """The shortcut ‖W − Ŵ‖² = ‖W‖² − ‖core‖² holds for both methods' factors."""
+    weight = torch.randn(24, 12, 3, 3, 3, dtype=torch.float64)
+    factors = factorize(weight, (7, 5), method)
+    residual = float((weight - factors.reconstruct()).pow(2).sum())
+    expected = 1.0 - residual / float(weight.pow(2).sum())
+    assert explained_variance(weight, factors) == pytest.approx(expected, rel=1e-9)

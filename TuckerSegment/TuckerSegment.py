@@ -151,6 +151,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.probe = None
         if self.logic is not None:
             self.logic.cancelRun()
+            self.logic.endWorker()
         self.removeObservers()
 
     def enter(self):
@@ -163,6 +164,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         """A closing scene takes the CT and the result nodes with it: cancel the run first."""
         self.logic.cancelRun()
+        self.logic.endWorker()
         self.logic.result = None
         self.setRunning(False)
         self.setParameterNode(None)
@@ -326,6 +328,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         from TuckerSegmentLib.panel import run_folder
 
         self.run = None
+        self.worker = None  # the warm worker: started by the first run, kept for the next
         self.result = None
         self.sizes = None
         run_folder.sweep_stale()  # CTs left behind by a Slicer that crashed or was killed
@@ -380,12 +383,19 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
 
     def startRun(self, request):
         from TuckerSegmentLib.panel.segmentation_run import SegmentationRun
+        from TuckerSegmentLib.panel.warm_worker import WarmWorker
 
         self.result = None
-        self.run = SegmentationRun(
-            slicer.mrmlScene, request, python=pythonSlicer(), env=childEnvironment()
-        )
+        if self.worker is None or not self.worker.alive:  # first run, or after Cancel
+            self.worker = WarmWorker(python=pythonSlicer(), env=childEnvironment())
+        self.run = SegmentationRun(slicer.mrmlScene, request, worker=self.worker)
         return self.run
+
+    def endWorker(self):
+        """Scene close, module cleanup, Slicer exit: the warm worker ends with its owner."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close()
 
     def loadRun(self):
         run, self.run = self.run, None
@@ -479,16 +489,22 @@ class TuckerSegmentTest(ScriptedLoadableModuleTest):
         )
         request = logic.request(self._parameters(volume), "cpu")
         request = dataclasses.replace(request, weights_dir=str(models))
-        run = logic.startRun(request)
         try:
-            self.assertEqual(run.wait(timeout=900), 0, run.error)
+            for df in (0.5, 0.3):  # the second run goes to the warm worker
+                run = logic.startRun(dataclasses.replace(request, df=df))
+                try:
+                    self.assertEqual(run.wait(timeout=900), 0, run.error)
+                finally:
+                    if run.poll() != 0:
+                        logic.cancelRun()  # never leave the CLI or the exported CT behind
+                result = logic.loadRun()
+                self.assertGreater(result.compressed.GetSegmentation().GetNumberOfSegments(), 10)
+                self.assertIsNotNone(result.table)
+                self.assertIsNone(run.folder, "the exported CT must be removed")
         finally:
-            if run.poll() != 0:
-                logic.cancelRun()  # never leave the CLI or the exported CT behind
-        result = logic.loadRun()
-        self.assertGreater(result.compressed.GetSegmentation().GetNumberOfSegments(), 10)
-        self.assertIsNotNone(result.table)
-        self.assertIsNone(run.folder, "the exported CT must be removed")
+            worker = logic.worker
+            logic.endWorker()
+        self.assertFalse(worker.alive, "the warm worker must end with its owner")
         self.delayDisplay("TuckerSegment test passed")
 
     def _parameters(self, volume):

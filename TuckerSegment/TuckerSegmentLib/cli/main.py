@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import warnings
@@ -364,6 +365,24 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="serve this CLI's runs to one owner over a private local connection (the panel)",
+        description="Keep one process warm for the Slicer panel: it runs the commands its owner "
+        "sends (the same as typing them) over an authenticated Unix socket or named pipe whose "
+        "address and key the owner sets in TUCKERSEGMENT_WORKER_ADDRESS and "
+        "TUCKERSEGMENT_WORKER_KEY. One owner only; it ends with its owner. Not for direct use.",
+    )
+    p.set_defaults(run=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from .worker import serve_owner, worker_settings
+
+    return serve_owner(*worker_settings(dict(os.environ)))
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -557,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_demo(sub)
     _add_benchmark(sub)
+    _add_worker(sub)
     return parser
 
 

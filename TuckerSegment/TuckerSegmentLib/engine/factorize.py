@@ -83,10 +83,13 @@ def factorize(weight: torch.Tensor, ranks: tuple[int, int], method: str = "hosvd
 
 
 def explained_variance(weight: torch.Tensor, factors: TuckerFactors) -> float:
-    """1 − ‖W − Ŵ‖² / ‖W‖² (the paper's appendix B); 1.0 for an all-zero weight."""
+    """1 − ‖W − Ŵ‖² / ‖W‖² (the paper's appendix B); 1.0 for an all-zero weight.
+
+    Both methods give orthonormal factors and the core W ×₀ U₀ᵀ ×₁ U₁ᵀ, so Ŵ is W projected
+    and ‖W − Ŵ‖² = ‖W‖² − ‖core‖²: no reconstruction (it was a sixth of a decomposition)."""
     w = weight.detach().to("cpu", torch.float64)
     total = float(w.pow(2).sum())
     if total == 0.0:
         return 1.0
-    residual = float((w - factors.reconstruct()).pow(2).sum())
-    return 1.0 - residual / total
+    kept = float(factors.core.to(torch.float64).pow(2).sum())
+    return min(1.0, kept / total)

@@ -1,6 +1,7 @@
 """One Segment click: export the CT, run the CLI in the background, load what it wrote.
 
-The request is captured when the run starts (node IDs and settings), so changing the panel's
+The CLI runs in the panel's warm worker (warm_worker.py) or, without one, in a process of its
+own. The request is captured when the run starts (node IDs and settings), so changing the panel's
 selection during a run changes nothing; results go to the nodes chosen at the start. The CT
 export and the CLI's outputs live in a private run folder that is removed when the run is
 loaded, fails, is cancelled, or its owner goes away (scene close, module cleanup, Slicer exit).
@@ -16,6 +17,7 @@ from typing import Any
 from . import run_folder
 from .process_controller import ProgressEvent, SegmentProcess, cli_command
 from .scene_io import export_volume, load_segmentation
+from .warm_worker import WarmWorker, WorkerRun
 
 
 class RunError(RuntimeError):
@@ -81,7 +83,9 @@ class SegmentationRun:
         python: str | None = None,
         env: dict[str, str] | None = None,
         temp_root: Path | None = None,
+        worker: WarmWorker | None = None,
     ) -> None:
+        """Start the run: in ``worker`` when given (warm_worker.py), else in a new process."""
         self.scene = scene
         self.request = request
         volume = scene.GetNodeByID(request.volume_id)
@@ -92,8 +96,12 @@ class SegmentationRun:
         try:
             ct = self.folder / "ct.nii.gz"
             export_volume(scene, volume, ct)
-            command = cli_command(request.cli_args(ct, self.folder / self.RESULT), python)
-            self.process: SegmentProcess | None = SegmentProcess(command, env=env)
+            args = request.cli_args(ct, self.folder / self.RESULT)
+            self.process: SegmentProcess | WorkerRun | None = (
+                worker.submit(args)
+                if worker is not None
+                else SegmentProcess(cli_command(args, python), env=env)
+            )
         except BaseException:
             self.cleanup()
             raise

@@ -424,6 +424,38 @@ def write_outputs(
         staged.commit()
 
 
+def _original_run(
+    ct: Any, plan: RunPlan, by_folder: dict[Path, TSModel], progress: Progress, start: float
+) -> tuple[TSRun, bool]:
+    """The original networks' run on this CT, or (in a warm worker) the one kept from the
+    previous run on the same CT with the same settings; True when it was kept."""
+    from . import warm_cache
+
+    options = plan.options
+    settings = {
+        "fast": options.fast,
+        "device": plan.device,
+        "precision": plan.precision,
+        "workers": options.workers,
+    }
+    key = warm_cache.original_run_key(ct.image, settings, list(by_folder))
+    kept = warm_cache.cached_original(key) if key else None
+    if kept is not None:
+        progress.update("original", 0.9, "original networks: result kept from the last run")
+        return kept, True
+    run = _run_ts(
+        ct,
+        options,
+        plan.device,
+        plan.precision,
+        {},
+        by_folder,
+        Span(progress, "original", start, 0.9),
+    )
+    warm_cache.keep_original(key, run)
+    return run, False
+
+
 def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Segment ``options.input`` and write ``options.output`` (+ sidecar, + comparison)."""
     from ..ts.environment import ts_environment
@@ -455,20 +487,13 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
             Span(progress, "segment", 0.2, seg_end),
         )
         timings["segment_s"], timings["segment_network_s"] = run.pipeline_s, run.network_s
-        original = None
+        original, reuse_note = None, {}
         if options.compare:
-            original_run = _run_ts(
-                ct,
-                options,
-                plan.device,
-                plan.precision,
-                {},
-                by_folder,
-                Span(progress, "original", seg_end, 0.9),
-            )
+            original_run, reused = _original_run(ct, plan, by_folder, progress, seg_end)
             original = original_run.image
             timings["original_s"] = original_run.pipeline_s
             timings["original_network_s"] = original_run.network_s
+            reuse_note = {"original_reused": reused}
 
     agreement = None
     if original is not None:
@@ -477,6 +502,8 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
         agreement = compare_runs(original, run.image)
         timings["compare_s"] = time.perf_counter() - t
     sidecar = build_sidecar(plan, ct, model_info, run, timings, agreement)
+    if "comparison" in sidecar:
+        sidecar["comparison"].update(reuse_note)
     progress.update("write", 0.95, f"writing {options.output.name}")
     write_outputs(plan, run.image, original, agreement, sidecar, timings, t0)
     progress.update("done", 1.0, f"wrote {options.output}")

@@ -45,6 +45,12 @@ SYMBOLS = (
         "module global whose Pool exports the results; a thread pool in process",
     ),
     PrivateSymbol(
+        "nnunetv2.utilities.utils",
+        "Pool",
+        "ts/in_process.py",
+        "module global whose pool lists the input files; a thread pool in process",
+    ),
+    PrivateSymbol(
         "nnunetv2.inference.data_iterators",
         "preprocess_fromfiles_save_to_queue",
         "ts/in_process.py",
