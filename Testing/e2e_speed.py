@@ -8,7 +8,10 @@ random weights (speed does not depend on weight values; the labels are meaningle
 phantom on a typical abdomen grid (512×512×200 at 0.7×0.7×1.5 mm). Each command runs in its own
 process, timed from start to exit; TS runs with its defaults (usage statistics off).
 
-    .venv/bin/python Testing/e2e_speed.py [--df 0.3] [--repeats 2]
+    .venv/bin/python Testing/e2e_speed.py [--df 0.3] [--repeats 2] [--full] [--ct CT]
+
+``--full``: TS's default mode (five full-size 1.5 mm experts with seeded random weights) instead
+of ``--fast``.
 
 With ``--warm``: the Slicer panel's two clicks instead — the first run through a new warm worker
 (Python start-up, imports, decomposition), then a second run on the same CT with another DF
@@ -43,28 +46,28 @@ from TuckerSegmentLib.ts.environment import ts_environment
 if __name__ == "__main__":
     with ts_environment(Path({weights!r})):
         from totalsegmentator.bin.TotalSegmentator import main
-        sys.argv = ["TotalSegmentator", "-i", {ct!r}, "-o", {out!r}, "--fast", "--ml",
+        sys.argv = ["TotalSegmentator", "-i", {ct!r}, "-o", {out!r}, *{mode!r}, "--ml",
                     "--device", "cpu", "--quiet"]
         main()
 """
 
 
-def real_size_ct(path: Path, seed: int = 7) -> None:
-    """A phantom placed in a 512×512×200 abdomen-sized grid (air around it)."""
+def real_size_ct(path: Path, seed: int = 7, shape=SHAPE, spacing=SPACING) -> None:
+    """A phantom placed in a real-size grid (512×512×200 abdomen by default; air around it)."""
     import nibabel as nib
 
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
     from TuckerSegmentLib.demo.phantom import make_phantom
 
-    phantom = make_phantom(seed, SPACING)
-    volume = np.full(SHAPE, -1000, dtype=np.int16)
+    phantom = make_phantom(seed, spacing)
+    volume = np.full(shape, -1000, dtype=np.int16)
     rng = np.random.default_rng(seed)
-    volume += rng.normal(0, 8, SHAPE).astype(np.int16)
-    offset = [(s - p) // 2 for s, p in zip(SHAPE, phantom.ct.shape, strict=True)]
+    volume += rng.normal(0, 8, shape).astype(np.int16)
+    offset = [max(0, (s - p) // 2) for s, p in zip(shape, phantom.ct.shape, strict=True)]
     window = tuple(slice(o, o + p) for o, p in zip(offset, phantom.ct.shape, strict=True))
     volume[window] = phantom.ct
-    affine = np.diag([*SPACING, 1.0])
-    affine[:3, 3] = [-s * d / 2 for s, d in zip(SHAPE, SPACING, strict=True)]
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-s * d / 2 for s, d in zip(shape, spacing, strict=True)]
     nib.save(nib.Nifti1Image(volume, affine), path)
 
 
@@ -114,6 +117,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--runtime", default="auto", help="tucker-segment's --runtime")
     parser.add_argument("--ct", help="a CT of your own (default: the 512×512×200 phantom grid)")
+    parser.add_argument("--full", action="store_true", help="TS's default (full) mode: 5 experts")
+    parser.add_argument(
+        "--large", action="store_true", help="a 512×512×400 grid at 0.8 mm (the memory goal)"
+    )
     parser.add_argument("--warm", action="store_true", help="time the panel's second click")
     parser.add_argument("--second-df", default="0.5", help="the DF of the second click")
     args = parser.parse_args()
@@ -127,9 +134,13 @@ def main() -> int:
         tmp = Path(tmp)
         ct = Path(args.ct) if args.ct else tmp / "ct.nii.gz"
         if not args.ct:
-            real_size_ct(ct)
+            large = {"shape": (512, 512, 400), "spacing": (0.8,) * 3} if args.large else {}
+            real_size_ct(ct, **large)
         weights = tmp / "weights"
-        write_random_ts_folder(total_models(True)[0].folder(weights), "3mm", seed=0)
+        for i, model in enumerate(total_models(not args.full)):
+            kind = "1.5mm" if args.full else "3mm"
+            write_random_ts_folder(model.folder(weights), kind, model.name, seed=i)
+        mode = [] if args.full else ["--fast"]
         env = {**os.environ, "HOME": str(tmp), "TUCKERSEGMENT_CACHE": str(tmp / "cache")}
         ours = [
             PYTHON,
@@ -140,7 +151,7 @@ def main() -> int:
             str(ct),
             "-o",
             str(tmp / "ours.nii.gz"),
-            "--fast",
+            *mode,
             "--df",
             args.df,
             "--device",
@@ -161,6 +172,7 @@ def main() -> int:
             weights=str(weights),
             ct=str(ct),
             out=str(tmp / "ts.nii.gz"),
+            mode=mode,
         )
         ts_runs, our_runs = [], []
         for _ in range(args.repeats):  # interleaved
@@ -174,6 +186,7 @@ def main() -> int:
             json.dumps(
                 {
                     "ct": args.ct or f"phantom on a {SHAPE} grid at {SPACING} mm",
+                    "mode": "full" if args.full else "fast",
                     "df": float(args.df),
                     "totalsegmentator_s": [round(t, 1) for t in ts_times],
                     "tucker_segment_s": [round(t, 1) for t in our_times],
@@ -183,7 +196,7 @@ def main() -> int:
                     "peak_gib_tucker_segment": round(our_gib, 2),
                     "peak_gib_tucker_segment_first_run": round(first_gib, 2),
                     "memory_ratio": round(max(our_gib, first_gib) / ts_gib, 2),
-                    "runtime": sidecar["models"]["3mm"].get("runtime"),
+                    "runtime": sorted({m.get("runtime") for m in sidecar["models"].values()}),
                     "our_timings": sidecar["timings"],
                     "patches": sidecar["patches"],
                 },
