@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 LIB = REPO / "TuckerSegment" / "TuckerSegmentLib"
-ROOMS = ("engine", "ts", "storage", "runtime", "pipeline", "panel", "cli", "demo")
+ROOMS = ("engine", "ts", "storage", "runtime", "pipeline", "panel", "cli", "demo", "finetune")
 
 
 def _imports(path: Path) -> list[str]:

@@ -81,6 +81,7 @@ if VERSION_PROBLEM is None:
         rankFloor: Annotated[int, WithinRange(1, 64)] = 8
         method: Annotated[str, Choice(METHODS)] = "hosvd"
         expertDf: str = ""
+        fineTunedModels: str = ""  # `tucker-segment finetune` outputs, separated by ";"
         recommendationApplied: bool = False  # not bound: the device recommendation, once
 
 
@@ -379,6 +380,9 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
             rank_floor=parameters.rankFloor,
             method=parameters.method,
             expert_df=parameters.expertDf.strip(),
+            compressed_models=tuple(
+                p.strip() for p in parameters.fineTunedModels.split(";") if p.strip()
+            ),
         )
 
     def startRun(self, request):

@@ -242,6 +242,15 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="download missing TS weights with TS's downloader (network access)",
     )
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.add_argument(
+        "--compressed-model",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a compressed or fine-tuned model (`compress -o`, `finetune -o`) to run instead of "
+        "decomposing that TS model; the model it belongs to is read from its manifest; repeat "
+        "for several experts",
+    )
     p.set_defaults(run=_run_segment)
 
 
@@ -268,6 +277,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         workers=args.workers,
         download=args.download,
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+        compressed_models=[Path(p) for p in args.compressed_model],
     )
     real_stdout = sys.stdout
     if args.progress == "json":
@@ -362,6 +372,99 @@ def _run_info(args: argparse.Namespace) -> int:
 
     info = gather(args.weights_dir)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a Tucker-compressed TS model on labelled CTs with nnU-Net's trainer",
+        description="Decompose an installed TS model and fine-tune it with nnU-Net's own trainer "
+        "(preprocessing with TS's plans, augmentation, loss, validation, checkpoints) on an "
+        "nnU-Net raw dataset with the model's labels. Defaults are the paper authors' (DF 0.3, "
+        "rank floor 8, AdamW, lr 1e-5, 50 epochs, polynomial decay). An interrupted run resumes "
+        "when run again with the same arguments. Writes the compressed-model format; run it with "
+        "`segment --compressed-model OUT`.",
+    )
+    p.add_argument("--model", required=True, help="3mm, organs, vertebrae, cardiac, muscles, ribs")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="nnU-Net raw dataset folder (imagesTr, labelsTr, dataset.json)",
+    )
+    p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model")
+    p.add_argument("--df", type=float, default=0.3)
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--iterations-per-epoch", type=int, default=250, help="nnU-Net's default: 250")
+    p.add_argument("--val-iterations", type=int, default=50, help="nnU-Net's default: 50")
+    p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (authors: 1e-5)")
+    p.add_argument("--weight-decay", type=float, default=3e-5)
+    p.add_argument("--fold", default="auto", help="auto (0 with ≥ 5 cases, else all), all, 0-4")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="GPUs for nnU-Net's own DDP training (CUDA, nccl, this machine only)",
+    )
+    p.add_argument(
+        "--augmentation-workers",
+        type=int,
+        help="nnU-Net's data-augmentation processes (nnUNet_n_proc_DA; default: cores - 1)",
+    )
+    p.add_argument(
+        "--seed", type=int, help="seed torch, numpy and random (exact repeats need 0 workers)"
+    )
+    p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.set_defaults(run=_run_finetune)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..finetune.finetune import FinetuneOptions, finetune
+    from ..pipeline.progress import Progress
+
+    options = FinetuneOptions(
+        model=args.model,
+        dataset=Path(args.dataset),
+        output=Path(args.output),
+        df=args.df,
+        rank_floor=args.rank_floor,
+        method=args.method,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        val_iterations=args.val_iterations,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        fold=args.fold,
+        device=args.device,
+        gpus=args.gpus,
+        augmentation_workers=args.augmentation_workers,
+        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+        progress=args.progress,
+        seed=args.seed,
+    )
+    real_stdout = sys.stdout
+    if args.progress == "json":
+        sys.stdout = sys.stderr  # nnU-Net's prints must not mix with the JSON lines
+    progress = Progress(args.progress, real_stdout if args.progress == "json" else sys.stderr)
+    try:
+        manifest = finetune(options, progress)
+    finally:
+        sys.stdout = real_stdout
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    record = manifest["finetune"]
+    dice = record.get("final_validation_dice")
+    print(
+        f"wrote {args.output}: {args.model} DF {record['df']:g}, {record['steps']} steps in "
+        f"{record['seconds']:.0f} s; validation Dice "
+        + (f"{dice:.3f}" if dice is not None else "not available"),
+        file=out,
+    )
     return 0
 
 
@@ -576,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_demo(sub)
     _add_benchmark(sub)
+    _add_finetune(sub)
     _add_worker(sub)
     return parser
 
@@ -599,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.run in (_run_segment, _run_demo, _run_compress, _run_benchmark):
+        if args.run in (_run_segment, _run_demo, _run_compress, _run_benchmark, _run_finetune):
             from ..ts.versions import check_versions
 
             for warning in check_versions():

@@ -39,6 +39,7 @@ class RunRequest:
     method: str = "hosvd"
     expert_df: str = ""
     weights_dir: str | None = None
+    compressed_models: tuple[str, ...] = ()  # fine-tuned models (`finetune -o`)
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
@@ -58,6 +59,8 @@ class RunRequest:
             args += ["--expert-df", self.expert_df]
         if self.weights_dir:
             args += ["--weights-dir", self.weights_dir]
+        for model in self.compressed_models:
+            args += ["--compressed-model", model]
         return args
 
 

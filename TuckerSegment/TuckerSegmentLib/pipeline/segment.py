@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ class SegmentOptions:
     workers: str = "in-process"
     download: bool = False
     weights_dir: Path | None = None
+    compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
 
 
 def model_settings(
@@ -96,24 +96,6 @@ def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
     return find_model_folders(options.fast, options.weights_dir)
 
 
-@contextmanager
-def spawned_workers() -> Iterator[None]:
-    """Make TS's and nnU-Net's worker pools start by spawning, not forking.
-
-    Forking a process whose PyTorch/OpenMP threads already ran (the decomposition did) can
-    deadlock the child on a lock held at fork time; spawn is what nnU-Net uses on macOS and
-    Windows anyway. The previous start method is restored afterwards.
-    """
-    import multiprocessing
-
-    previous = multiprocessing.get_start_method(allow_none=True)
-    multiprocessing.set_start_method("spawn", force=True)
-    try:
-        yield
-    finally:
-        multiprocessing.set_start_method(previous, force=True)
-
-
 @dataclass
 class PreparedModel:
     """One model's network for the run: compressed (with its layers, for more folds) or None."""
@@ -122,6 +104,7 @@ class PreparedModel:
     layers: list | None = None
     method: str = "hosvd"
     torch_network: nn.Module | None = None  # when ``network`` is a converted (OpenVINO) one
+    given: bool = False  # the user's model (fine-tuned: one network, whatever TS's folds)
 
 
 @dataclass
@@ -142,6 +125,8 @@ def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict
     from ..ts.model_folder import open_model_folder
 
     networks = [prepared.network]
+    if prepared.given:
+        return networks
     if len(fold_states) > 1 and prepared.torch_network is not None:
         # a converted network holds fold 0's weights; several folds run in torch (eager)
         networks = [prepared.torch_network]
@@ -164,7 +149,7 @@ def _run_ts(
 ) -> TSRun:
     """One TS run; ``prepared`` maps model folders to the networks to use instead of TS's."""
     from ..runtime.devices import device_kind, ts_device
-    from ..ts.in_process import export_in_process
+    from ..ts.in_process import export_in_process, spawned_workers
     from ..ts.predictor import predictor_class, predictor_in_ts
     from ..ts.run import run_total_task
 
@@ -255,6 +240,32 @@ def load_input(plan: RunPlan) -> Any:
     return ct
 
 
+def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
+    """Which TS model each ``--compressed-model`` replaces, matched by its labels (a model's
+    outputs are its identity); one line for a model that belongs to no model of this mode."""
+    from ..storage.compressed_format import read_manifest
+    from ..ts.model_folder import open_model_folder
+
+    if not plan.options.compressed_models:
+        return {}
+    labels = {name: open_model_folder(folder).spec.labels for name, folder in folders.items()}
+    given: dict[str, Path] = {}
+    for path in plan.options.compressed_models:
+        manifest = read_manifest(path)
+        match = [name for name, known in labels.items() if known == manifest.spec.labels]
+        if not match:
+            mode = "--fast" if plan.options.fast else "full mode"
+            declared = manifest.extra.get("model", "another TS model")
+            raise TuckerSegmentError(
+                f"{path} is a compressed {declared} model, not one of {mode}'s models "
+                f"({', '.join(labels)}); {'drop' if plan.options.fast else 'add'} --fast?"
+            )
+        if match[0] in given:
+            raise TuckerSegmentError(f"two --compressed-model for the {match[0]} model")
+        given[match[0]] = Path(path)
+    return given
+
+
 def prepare_models(
     plan: RunPlan, folders: dict[str, Path], span: Span
 ) -> tuple[dict[Path, PreparedModel], dict[str, dict[str, Any]]]:
@@ -262,13 +273,16 @@ def prepare_models(
     from ..engine.size_table import size_table
     from ..runtime.cpu_fusion import fuse
     from ..runtime.devices import device_kind
-    from ..storage.cache import compressed_model
+    from ..storage.cache import compressed_model, given_model
     from ..ts.model_folder import open_model_folder
 
     prepared: dict[Path, PreparedModel] = {}
     model_info: dict[str, dict[str, Any]] = {}
+    given = given_models(plan, folders)
     for i, model in enumerate(plan.models):
         setting = plan.settings[model.name]
+        if model.name in given:
+            setting = CompressionSettings()  # replaced by the given model's own settings below
         folder = folders[model.name]
         span(
             i / len(plan.models),
@@ -284,7 +298,12 @@ def prepare_models(
                 gflops_per_patch=original.flops / 1e9,
             )
         else:
-            cached = compressed_model(folder, setting, device_kind(plan.device), plan.precision)
+            cached = (
+                given_model(given[model.name], plan.device)
+                if model.name in given
+                else compressed_model(folder, setting, device_kind(plan.device), plan.precision)
+            )
+            setting = cached.manifest.settings
             network = cached.network
             cpu_fp32 = plan.device == "cpu" and plan.precision == "fp32"
             if plan.options.runtime == "auto" and cpu_fp32:
@@ -313,6 +332,7 @@ def prepare_models(
                 cached.manifest.layers,
                 setting.method,
                 torch_network=cached.network if info["runtime"] == "openvino" else None,
+                given=model.name in given,
             )
             extra = cached.manifest.extra
             info.update(
@@ -329,6 +349,11 @@ def prepare_models(
                     [layer.name, layer.rank_in, layer.rank_out] for layer in cached.manifest.layers
                 ],
             )
+            if model.name in given:
+                info["given_model"] = str(given[model.name])
+                info["cache"] = "given"
+                if "finetune" in extra:
+                    info["finetune"] = extra["finetune"]
         model_info[model.name] = info
     return prepared, model_info
 

@@ -67,3 +67,15 @@ def compressed_model(
     return CachedModel(
         result.network.eval(), result.manifest, path, False, time.perf_counter() - start
     )
+
+
+def given_model(path: Path, device: str = "cpu") -> CachedModel:
+    """A compressed or fine-tuned model the user names (`segment --compressed-model`): loaded
+    as it is; what is derived from it (OpenVINO conversions) goes to the cache, keyed by its
+    weights, never into the user's folder."""
+    from .compressed_format import load_compressed
+
+    start = time.perf_counter()
+    network, manifest = load_compressed(path)
+    derived = cache_root() / "given" / manifest.weights_sha256[:24]
+    return CachedModel(network, manifest, derived, True, time.perf_counter() - start)

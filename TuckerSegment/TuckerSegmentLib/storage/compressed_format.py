@@ -96,13 +96,18 @@ class Manifest:
         )
 
 
+def write_model_files(folder: Path, network: nn.Module, manifest: Manifest) -> None:
+    """Write ``weights.pt`` and ``manifest.json`` into ``folder`` (a staging folder)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    torch.save(state, folder / WEIGHTS)
+    manifest.weights_sha256 = file_sha256(folder / WEIGHTS)
+    (folder / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+
+
 def save_compressed(directory: str | Path, network: nn.Module, manifest: Manifest) -> Path:
     """Write ``network`` and ``manifest`` to ``directory`` atomically."""
     with atomic_directory(directory) as staging:
-        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        torch.save(state, staging / WEIGHTS)
-        manifest.weights_sha256 = file_sha256(staging / WEIGHTS)
-        (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        write_model_files(staging, network, manifest)
     return Path(directory)
 
 

@@ -78,6 +78,24 @@ def preprocess_in_process(
         yield items.get_nowait()
 
 
+@contextmanager
+def spawned_workers() -> Iterator[None]:
+    """Make TS's and nnU-Net's worker pools start by spawning, not forking.
+
+    Forking a process whose PyTorch/OpenMP threads already ran (the decomposition did) can
+    deadlock the child on a lock held at fork time; spawn is what nnU-Net uses on macOS and
+    Windows anyway. The previous start method is restored afterwards.
+    """
+    import multiprocessing
+
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+
+
 def _thread_pool(processes: int | None = None, *args: Any, **kwargs: Any) -> ThreadPool:
     return ThreadPool(max(1, min(processes or 1, 2)))
 
@@ -90,13 +108,45 @@ def export_in_process() -> Iterator[None]:
     listing (``create_lists_from_splitted_dataset_folder``, a regex per file name) runs in a
     thread pool too: as a spawned process pool it cost 0.5 s per model for one file name."""
     import nnunetv2.inference.predict_from_raw_data as predictor_module
+
+    real_multiprocessing = predictor_module.multiprocessing
+    predictor_module.multiprocessing = _ThreadMultiprocessing(real_multiprocessing)
+    try:
+        with file_listing_in_threads():
+            yield
+    finally:
+        predictor_module.multiprocessing = real_multiprocessing
+
+
+@contextmanager
+def file_listing_in_threads() -> Iterator[None]:
+    """nnU-Net lists a dataset's files (``create_lists_from_splitted_dataset_folder``, a regex
+    per file name) with a process pool from the default start method: a fork, which can hang
+    in a process whose torch threads already ran (it did, in fine-tuning's dataset check), and
+    as a spawned pool it costs 0.5 s per model. Threads give the same lists."""
     import nnunetv2.utilities.utils as nnunet_utils
 
-    real_multiprocessing, real_pool = predictor_module.multiprocessing, nnunet_utils.Pool
-    predictor_module.multiprocessing = _ThreadMultiprocessing(real_multiprocessing)
+    real_pool = nnunet_utils.Pool
     nnunet_utils.Pool = _thread_pool
     try:
         yield
     finally:
-        predictor_module.multiprocessing = real_multiprocessing
         nnunet_utils.Pool = real_pool
+
+
+@contextmanager
+def validation_exports_in_process() -> Iterator[None]:
+    """Within the context, nnU-Net's trainer exports its final validation in a thread pool of
+    this process (its ``perform_actual_validation`` takes the pool from its module's
+    ``multiprocessing``). Spawned export workers would pickle nnU-Net's export function by
+    name, and importing TotalSegmentator replaces that name with TS's patched version
+    (``totalsegmentator.nnunet`` patches nnU-Net's export at import), so the pickling fails;
+    threads need no pickling, and on a CPU they save each worker's torch import."""
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    real_multiprocessing = trainer_module.multiprocessing
+    trainer_module.multiprocessing = _ThreadMultiprocessing(real_multiprocessing)
+    try:
+        yield
+    finally:
+        trainer_module.multiprocessing = real_multiprocessing

@@ -51,6 +51,18 @@ SYMBOLS = (
         "module global whose pool lists the input files; a thread pool in process",
     ),
     PrivateSymbol(
+        "nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
+        "multiprocessing",
+        "ts/in_process.py",
+        "module global whose Pool exports the trainer's final validation; a thread pool",
+    ),
+    PrivateSymbol(
+        "nnunetv2.experiment_planning.plan_and_preprocess_api",
+        "preprocess_dataset",
+        "ts/training.py",
+        "nnU-Net's preprocessing of a raw dataset with given plans (its CLI's function)",
+    ),
+    PrivateSymbol(
         "nnunetv2.inference.data_iterators",
         "preprocess_fromfiles_save_to_queue",
         "ts/in_process.py",

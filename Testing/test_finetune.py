@@ -1,0 +1,264 @@
+"""`tucker-segment finetune` with nnU-Net's real trainer on a tiny phantom dataset: the network
+it builds, progress, an interruption and a resume, the output's format and provenance, a
+segment run with it through TS's pipeline, and bad datasets refused before any long work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import MODELS, run_segment
+from finetune_curve import write_dataset
+
+FINETUNE = ["finetune", "--model", "3mm", "--weights-dir", str(MODELS), "--device", "cpu"]
+SHORT = ["--epochs", "3", "--iterations-per-epoch", "5", "--val-iterations", "2"]
+SHORT += ["--augmentation-workers", "0", "--seed", "0", "--lr", "1e-3", "--progress", "json"]
+
+
+def _command(dataset: Path, output: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("tucker-segment")
+    return [str(exe), *FINETUNE, "--dataset", str(dataset), "-o", str(output), *SHORT]
+
+
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("finetune") / "dataset"
+    write_dataset(folder, "3mm", cases=3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def finetuned(tiny_dataset, tmp_path_factory, isolated_home):
+    """A fine-tuning killed after its first epoch, then run again: it resumes and finishes."""
+    out = tmp_path_factory.mktemp("finetuned") / "model"
+    env = {**os.environ, **isolated_home}
+    first = subprocess.Popen(
+        _command(tiny_dataset, out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines = []
+    for line in first.stdout:  # kill once the second epoch has begun (epoch 1 is saved)
+        lines.append(line)
+        event = json.loads(line)
+        if event.get("kind") == "step" and event.get("epoch") == 1:
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait(timeout=120)
+    interrupted = {"output_existed": out.exists(), "lines": "".join(lines)}
+    second = subprocess.run(
+        _command(tiny_dataset, out), capture_output=True, text=True, env=env, timeout=900
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    return out, interrupted, second
+
+
+def test_an_interrupted_run_resumes_and_leaves_no_half_model(finetuned):
+    out, interrupted, second = finetuned
+    assert not interrupted["output_existed"]
+    events = _events(second.stdout)
+    assert any(e["message"].startswith("resuming") for e in events)
+    steps = [e for e in events if e.get("kind") == "step"]
+    assert min(e["epoch"] for e in steps) >= 1  # epoch 0 was not trained again
+    curve = (out / "training" / "curve.csv").read_text().splitlines()
+    assert len(curve) == 1 + 3  # header and three epochs
+    assert not (out.parent / f".{out.name}.finetune-work").exists()
+
+
+def test_loss_goes_down(finetuned):
+    _, interrupted, second = finetuned
+    steps = [
+        e for e in _events(interrupted["lines"]) + _events(second.stdout) if e.get("kind") == "step"
+    ]
+    losses = [e["loss"] for e in steps]
+    assert len(losses) >= 10
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    epochs = [e for e in _events(second.stdout) if e.get("kind") == "epoch"]
+    assert all(0.0 <= e["val_dice"] <= 1.0 for e in epochs)
+
+
+def test_the_trainer_builds_the_compressed_network_with_the_expected_ranks(finetuned):
+    from TuckerSegmentLib.engine.compress import CompressionSettings
+    from TuckerSegmentLib.storage.compressed_format import read_manifest
+    from TuckerSegmentLib.storage.decompose import compress_model_folder
+
+    out, _, _ = finetuned
+    manifest = read_manifest(out)
+    folder = next(MODELS.glob("Dataset297*/*__3d_fullres"))
+    zero_shot = compress_model_folder(folder, CompressionSettings(df=0.3))
+    assert manifest.layers == zero_shot.manifest.layers
+    weights = torch.load(out / "weights.pt", weights_only=True)
+    assert set(weights) == set(zero_shot.network.state_dict())
+    changed = [
+        k for k, v in zero_shot.network.state_dict().items() if not torch.equal(v, weights[k])
+    ]
+    assert changed  # trained: not the decomposition it started from
+
+
+def test_the_output_has_its_provenance(finetuned, tiny_dataset):
+    from TuckerSegmentLib.ts.model_folder import file_sha256
+
+    out, _, _ = finetuned
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["finetune"]
+    checkpoint = next(MODELS.glob("Dataset297*/*__3d_fullres")) / "fold_0" / "checkpoint_final.pth"
+    assert record["base_checkpoint_sha256"] == file_sha256(checkpoint)
+    assert record["df"] == 0.3 and record["rank_floor"] == 8 and record["steps"] == 15
+    assert record["dataset"]["cases"] == 3 and len(record["dataset"]["fingerprint_sha256"]) == 64
+    assert record["optimizer"] == "AdamW" and record["lr"] == 1e-3
+    assert 0.0 <= record["final_validation_dice"] <= 1.0
+    assert manifest["model"] == "3mm"
+    assert (out / "training" / "progress.png").stat().st_size > 10_000  # nnU-Net's own plot
+
+
+def test_segment_runs_the_finetuned_model_through_ts(
+    finetuned, phantom_files, tmp_path, isolated_home
+):
+    out, _, _ = finetuned
+    ct, _ = phantom_files
+    result = run_segment(
+        ct, tmp_path / "seg.nii.gz", "--fast", "--compressed-model", str(out), env=isolated_home
+    )
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((tmp_path / "seg.json").read_text())
+    info = sidecar["models"]["3mm"]
+    assert info["given_model"] == str(out) and info["df"] == 0.3
+    assert info["finetune"]["steps"] == 15
+    labels = np.asanyarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    assert labels.shape == nib.load(ct).shape and labels.max() > 0
+
+
+def test_a_model_of_the_other_mode_is_refused(finetuned, phantom_files, tmp_path, cli):
+    out, _, _ = finetuned
+    ct, _ = phantom_files
+    result = cli(
+        "segment",
+        "-i",
+        ct,
+        "-o",
+        tmp_path / "x.nii.gz",
+        "--weights-dir",
+        MODELS,
+        "--compressed-model",
+        out,
+    )
+    assert result.returncode == 1
+    assert "is a compressed 3mm model, not one of full mode's models" in result.stderr
+
+
+def _broken_copy(dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "broken"
+    shutil.copytree(dataset, copy)
+    return copy
+
+
+def _set_label_json(folder: Path, change) -> None:  # noqa: ANN001
+    data = json.loads((folder / "dataset.json").read_text())
+    change(data)
+    (folder / "dataset.json").write_text(json.dumps(data))
+
+
+def _wrong_label_set(data: dict) -> None:
+    data["labels"]["tumor"] = data["labels"].pop("liver")
+
+
+def _moved_label(data: dict) -> None:
+    data["labels"]["spleen"], data["labels"]["liver"] = (
+        data["labels"]["liver"],
+        data["labels"]["spleen"],
+    )
+
+
+def _two_channels(data: dict) -> None:
+    data["channel_names"] = {"0": "CT", "1": "PET"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "dataset.json").unlink(), "is not an nnU-Net raw dataset: no dataset.json"),
+        (lambda f: _set_label_json(f, _wrong_label_set), "missing liver; not in the model: tumor"),
+        (lambda f: _set_label_json(f, _moved_label), "is 1 here but 5 in the model"),
+        (lambda f: _set_label_json(f, _two_channels), "TS's models take one (CT)"),
+        (lambda f: _set_label_json(f, lambda d: d.update(numTraining=5)), "says numTraining 5"),
+        (
+            lambda f: (f / "imagesTr" / "phantom001_0000.nii.gz").unlink(),
+            "case phantom001: no image",
+        ),
+        (lambda f: _label_value(f, 200), "has label value 200, which the 3mm model does not have"),
+        (lambda f: _flat_image(f), "is not a 3D volume"),
+    ],
+    ids=["no-json", "label-set", "label-ids", "channels", "count", "no-image", "value", "2d"],
+)
+def test_bad_datasets_are_refused_before_any_work(damage, message, tiny_dataset, tmp_path, cli):
+    broken = _broken_copy(tiny_dataset, tmp_path)
+    damage(broken)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    start = time.perf_counter()
+    result = cli(*FINETUNE, "--dataset", broken, "-o", tmp_path / "out")
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no work folder
+    assert time.perf_counter() - start < 60
+
+
+def _label_value(folder: Path, value: int) -> None:
+    path = folder / "labelsTr" / "phantom000.nii.gz"
+    image = nib.load(path)
+    data = np.asanyarray(image.dataobj).copy()
+    data[0, 0, 0] = value
+    nib.save(nib.Nifti1Image(data, image.affine), path)
+
+
+def _flat_image(folder: Path) -> None:
+    path = folder / "imagesTr" / "phantom002_0000.nii.gz"
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, :1], image.affine), path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "liver"], "unknown model 'liver'"),
+        (["--gpus", "2"], "--gpus 2: nnU-Net's multi-GPU training needs 2 CUDA GPUs"),
+        (["--fold", "3"], "--fold 3: nnU-Net's folds are 0-4 and need at least five cases"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--df", "1.5"], "DF"),
+    ],
+)
+def test_bad_options_are_refused(args, message, tiny_dataset, tmp_path, cli):
+    result = cli(*FINETUNE, "--dataset", tiny_dataset, "-o", tmp_path / "out", *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_output_is_never_replaced(tiny_dataset, tmp_path, cli):
+    (tmp_path / "out").mkdir()
+    result = cli(*FINETUNE, "--dataset", tiny_dataset, "-o", tmp_path / "out")
+    assert result.returncode == 1 and "exists" in result.stderr
+
+
+def test_the_panel_passes_fine_tuned_models_to_the_cli(tmp_path):
+    from TuckerSegmentLib.panel.segmentation_run import RunRequest
+
+    request = RunRequest("vtkMRMLScalarVolumeNode1", compressed_models=("/m/organs", "/m/ribs"))
+    args = request.cli_args(tmp_path / "ct.nii.gz", tmp_path / "result.seg.nrrd")
+    pairs = [args[i + 1] for i, a in enumerate(args) if a == "--compressed-model"]
+    assert pairs == ["/m/organs", "/m/ribs"]

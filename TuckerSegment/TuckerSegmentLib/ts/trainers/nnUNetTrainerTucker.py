@@ -1,0 +1,158 @@
+"""nnU-Net's trainer, fine-tuning a Tucker-compressed TotalSegmentator network.
+
+Everything is nnU-Net's: preprocessing, data augmentation (without mirroring, like TS's own
+trainers), deep-supervision loss, the training loop, validation, checkpoints, DDP. This subclass
+changes only what the paper changes: the
+network is built by nnU-Net and loaded with the installed TS checkpoint, then every conv is
+replaced by its Tucker-2 decomposition (the same engine as `compress`), and the optimizer and
+schedule are the authors' (ClinicalDataScience/tucker-cnn, configs/finetune_baseline.yml:
+AdamW, learning rate 1e-5, 50 epochs, nnU-Net's polynomial decay) unless the user overrides them.
+
+The settings travel in the plans (``plans["tuckersegment_finetune"]``), which nnU-Net reads in
+every process it starts, so nnU-Net's own `run_training` (with ``num_gpus``) can build this class
+by name. Progress goes to stdout as JSON lines (rank 0 only); nnU-Net's console messages go to
+its log file, so stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+    nnUNetTrainerNoMirroring,
+)
+
+SETTINGS_KEY = "tuckersegment_finetune"
+
+
+def finetune_settings(plans: dict) -> dict:
+    """The fine-tuning settings written into the plans by ts/training.py."""
+    try:
+        return plans[SETTINGS_KEY]
+    except KeyError:
+        raise RuntimeError(
+            f"nnUNetTrainerTucker needs plans with '{SETTINGS_KEY}' (run `tucker-segment finetune`)"
+        ) from None
+
+
+class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's naming
+    """TS's networks are trained without mirroring (its trainers are nnUNetTrainerNoMirroring
+    and nnUNetTrainer_4000epochs_NoMirroring): left and right structures are different labels,
+    and a mirrored patch would teach the network to swap them."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        settings = finetune_settings(self.plans_manager.plans)
+        self.initial_lr = float(settings["lr"])
+        self.weight_decay = float(settings["weight_decay"])
+        self.num_epochs = int(settings["epochs"])
+        self.num_iterations_per_epoch = int(settings["iterations_per_epoch"])
+        self.num_val_iterations_per_epoch = int(settings["val_iterations"])
+        self.save_every = 1  # an interrupted run loses at most one epoch
+        self._progress = settings.get("progress", "none")
+        self._steps_done = 0
+        self._started = time.perf_counter()
+
+    @staticmethod
+    def build_network_architecture(
+        plans_manager,  # noqa: ANN001
+        configuration_manager,  # noqa: ANN001
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> torch.nn.Module:
+        """nnU-Net's network with the TS checkpoint's weights, then Tucker-decomposed."""
+        from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
+        from TuckerSegmentLib.ts.model_folder import load_checkpoint_weights
+
+        network = nnUNetTrainer.build_network_architecture(
+            plans_manager,
+            configuration_manager,
+            num_input_channels,
+            num_output_channels,
+            enable_deep_supervision,
+        )
+        settings = finetune_settings(plans_manager.plans)
+        network.load_state_dict(load_checkpoint_weights(Path(settings["base_checkpoint"])))
+        compression = CompressionSettings(**settings["compression"])
+        compress_network(network, compression, decompose=True)
+        return network
+
+    def configure_optimizers(self):  # noqa: ANN201
+        optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay
+        )
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written beside and renamed into place: a run killed while
+        saving leaves the previous checkpoint to resume from, never a truncated one."""
+        import os
+
+        partial = f"{filename}.partial"
+        super().save_checkpoint(partial)
+        if self.local_rank == 0 and os.path.exists(partial):
+            os.replace(partial, filename)
+
+    def print_to_log_file(self, *args, also_print_to_console=True, add_timestamp=True):  # noqa: ANN001, ANN002, ANN201
+        super().print_to_log_file(*args, also_print_to_console=False, add_timestamp=add_timestamp)
+
+    def _report(self, kind: str, **values: float | int | str) -> None:
+        if self.local_rank != 0 or self._progress == "none":
+            return
+        total = max(1, self.num_epochs * self.num_iterations_per_epoch)
+        done = self.current_epoch * self.num_iterations_per_epoch + self._steps_done
+        fraction = min(1.0, done / total)
+        text = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()
+        )
+        message = f"epoch {self.current_epoch + 1}/{self.num_epochs}: {text}"
+        if self._progress == "json":
+            line = {"stage": "finetune", "fraction": round(fraction, 4), "message": message}
+            line.update(kind=kind, epoch=self.current_epoch, **values)
+            stream = sys.__stdout__ or sys.stdout  # nnU-Net's own prints are redirected
+            stream.write(json.dumps(line) + "\n")
+            stream.flush()
+        else:
+            elapsed = time.perf_counter() - self._started
+            sys.stderr.write(
+                f"\r{100 * fraction:3.0f}% {message} [{elapsed:.0f}s]".ljust(100)[:120]
+            )
+            sys.stderr.flush()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._steps_done = 0
+
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        self._steps_done += 1
+        self._report("step", step=self._steps_done, loss=float(result["loss"]))
+        return result
+
+    def on_epoch_end(self) -> None:
+        def logged(key: str) -> float:
+            return float(self.logger.get_value(key, step=self.current_epoch))
+
+        values = {
+            "train_loss": logged("train_losses"),
+            "val_loss": logged("val_losses"),
+            "val_dice": logged("mean_fg_dice"),
+            "val_dice_ema": logged("ema_fg_dice"),
+        }
+        self._steps_done = self.num_iterations_per_epoch
+        self._report("epoch", **values)
+        super().on_epoch_end()
