@@ -137,3 +137,12 @@ def load_labels(path: Path):
 
     image = nib.load(str(path))
     return np.asanyarray(image.dataobj), image
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, counts as gone); Linux /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "zombie" not in handle.read()
+    except FileNotFoundError:
+        return False

@@ -4,6 +4,7 @@ import json
 import sys
 import time
 
+from conftest import process_alive as _alive
 from TuckerSegmentLib.panel.process_controller import SegmentProcess, cli_command
 
 CHILD = r"""
@@ -23,14 +24,6 @@ if sys.argv[2] == "hang":
 worker.kill()
 print(json.dumps({"stage": "done", "fraction": 1.0, "message": "ok"}), flush=True)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "zombie" not in handle.read()
-    except FileNotFoundError:
-        return False
 
 
 def test_progress_and_log_are_separated(tmp_path):

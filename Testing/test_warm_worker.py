@@ -17,18 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SEGMENT_CPU, load_labels
+from conftest import process_alive as _alive
 from TuckerSegmentLib.cli.worker import connection_family
 from TuckerSegmentLib.panel.warm_worker import WarmWorker
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="process checks read /proc")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            return "zombie" not in handle.read()
-    except FileNotFoundError:
-        return False
 
 
 def _group_gone(pgid: int) -> bool:

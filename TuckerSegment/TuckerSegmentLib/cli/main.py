@@ -560,9 +560,9 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
     """--runtime and --allocator, shared by segment and benchmark."""
     p.add_argument(
         "--runtime",
-        choices=("all", "fused", "eager", "openvino")
+        choices=("all", "fused", "eager", "openvino", "openvino-int8")
         if benchmark
-        else ("fused", "auto", "eager", "openvino"),
+        else ("fused", "auto", "eager", "openvino", "openvino-int8"),
         default="all" if benchmark else "fused",
         help=(
             "all (default): a row for each runtime; fused"
@@ -574,7 +574,8 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         "tolerance); auto: the faster of fused and openvino on one 64³ patch of this CPU, "
         "measured once per model and cached; openvino: the plain Tucker network under OpenVINO "
         "(CPU, fp32; converted "
-        "once and cached); eager: module by module as PyTorch runs them",
+        "once and cached); openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
+        "phantom patches; needs the int8 extra); eager: module by module as PyTorch runs them",
     )
     p.add_argument(
         "--allocator",

@@ -215,7 +215,9 @@ def plan_run(options: SegmentOptions) -> RunPlan:
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device_kind(device))
     allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
-    if options.runtime in ("fused", "openvino") and (device != "cpu" or precision != "fp32"):
+    if options.runtime in ("fused", "openvino", "openvino-int8") and (
+        device != "cpu" or precision != "fp32"
+    ):
         print(
             f"warning: --runtime {options.runtime} runs on the CPU in fp32; "
             f"on {device} in {precision} the networks run eager",
@@ -315,14 +317,21 @@ def prepare_models(
                 )
                 info["runtime"] = runtime
                 info["runtime_choice"] = basis
-            elif plan.options.runtime == "openvino" and cpu_fp32:
+            elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
+                from ..runtime.calibration import model_calibration
                 from ..runtime.openvino_runtime import openvino_network
 
                 spec = cached.manifest.spec
+                int8 = plan.options.runtime == "openvino-int8"
                 network, hit = openvino_network(
-                    network, spec.input_channels, spec.num_classes, cached.path, spec.patch_size
+                    network,
+                    spec.input_channels,
+                    spec.num_classes,
+                    cached.path,
+                    spec.patch_size,
+                    model_calibration(folder, spec.patch_size) if int8 else None,
                 )
-                info["runtime"] = "openvino"
+                info["runtime"] = plan.options.runtime
                 info["openvino_conversion"] = "hit" if hit else "miss"
             else:
                 fused = plan.options.runtime == "fused" and cpu_fp32
@@ -331,7 +340,7 @@ def prepare_models(
                 network,
                 cached.manifest.layers,
                 setting.method,
-                torch_network=cached.network if info["runtime"] == "openvino" else None,
+                torch_network=cached.network if info["runtime"].startswith("openvino") else None,
                 given=model.name in given,
             )
             extra = cached.manifest.extra

@@ -88,7 +88,7 @@ def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: st
     return None
 
 
-RUNTIMES = ("eager", "fused", "openvino")
+RUNTIMES = ("eager", "fused", "openvino", "openvino-int8")
 
 
 def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) -> nn.Module | None:
@@ -102,10 +102,18 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
     if runtime == "fused":
         fused = copy.deepcopy(network)
         return fused if fuse(fused) else None
-    from .openvino_runtime import openvino_network
+    from .calibration import random_patches
+    from .openvino_runtime import import_nncf, openvino_network
 
+    calibration = None
+    if runtime == "openvino-int8":
+        try:
+            import_nncf()
+        except ImportError:
+            return None  # NNCF not installed: no int8 rows
+        calibration = random_patches(spec.input_channels, [64, 64, 64])
     converted, _ = openvino_network(
-        network, spec.input_channels, spec.num_classes, folder, spec.patch_size
+        network, spec.input_channels, spec.num_classes, folder, spec.patch_size, calibration
     )
     return converted
 

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +48,18 @@ def import_openvino():  # noqa: ANN201
     if not telemetry.tm.__name__.endswith("telemetry_stub"):  # OpenVINO changed its fallback
         raise TuckerSegmentError("could not switch OpenVINO's telemetry off; not using OpenVINO")
     return openvino
+
+
+def import_nncf():  # noqa: ANN201
+    """``nncf`` (OpenVINO's quantization library), with its telemetry — Google Analytics through
+    the same ``openvino_telemetry`` — left as its own no-op stub."""
+    import_openvino()  # blocks openvino_telemetry first
+    import nncf
+    from nncf.telemetry import wrapper
+
+    if not isinstance(wrapper.telemetry, wrapper.NNCFTelemetryStub):  # its stub: a MagicMock
+        raise TuckerSegmentError("could not switch NNCF's telemetry off; not quantizing")
+    return nncf
 
 
 def version() -> str | None:
@@ -103,7 +116,32 @@ def _compile(model):  # noqa: ANN001, ANN202
     return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
+def _calibration_digest(calibration: list[np.ndarray] | None) -> str | None:
+    if calibration is None:
+        return None
+    digest = hashlib.sha256()
+    for patch in calibration:
+        digest.update(np.ascontiguousarray(patch).tobytes())
+    return digest.hexdigest()
+
+
+def _quantize(model, calibration: list[np.ndarray]):  # noqa: ANN001, ANN202
+    """NNCF's post-training int8 quantization of the converted model, calibrated on
+    ``calibration`` (runtime/calibration.py); the activations' ranges come from them."""
+    nncf = import_nncf()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"nncf")
+        return nncf.quantize(
+            model,
+            nncf.Dataset(calibration),
+            subset_size=len(calibration),
+            fast_bias_correction=True,
+        )
+
+
+def _convert(
+    network: nn.Module, in_channels: int, folder: Path, calibration: list[np.ndarray] | None
+) -> None:
     ov = import_openvino()
 
     from ..storage.atomic_dir import atomic_directory
@@ -115,6 +153,8 @@ def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         model = ov.convert_model(network.eval(), example_input=example, input=[shape])
+    if calibration is not None:
+        model = _quantize(model, calibration)
     with atomic_directory(folder) as staging:
         ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
         (staging / "source.json").write_text(
@@ -123,20 +163,24 @@ def _convert(network: nn.Module, in_channels: int, folder: Path) -> None:
                     "weights_sha256": _weights_digest(network),
                     "openvino": version(),
                     "converter": CONVERTER,
+                    "int8_calibration_sha256": _calibration_digest(calibration),
+                    "nncf": import_nncf().__version__ if calibration is not None else None,
                 }
             )
         )
 
 
-def _load(folder: Path, digest: str):  # noqa: ANN202
+def _load(folder: Path, digest: str, calibration: str | None):  # noqa: ANN202
     ov = import_openvino()
 
     source = json.loads((folder / "source.json").read_text())
-    if (source.get("weights_sha256"), source.get("openvino"), source.get("converter")) != (
-        digest,
-        version(),
-        CONVERTER,
-    ):
+    recorded = (
+        source.get("weights_sha256"),
+        source.get("openvino"),
+        source.get("converter"),
+        source.get("int8_calibration_sha256"),
+    )
+    if recorded != (digest, version(), CONVERTER, calibration):
         raise ValueError("stale conversion")
     return ov.Core().read_model(str(folder / "model.xml"))
 
@@ -147,26 +191,36 @@ def openvino_network(
     out_channels: int,
     cache_dir: Path,
     patch_size: list[int] | tuple[int, ...] | None = None,
+    calibration: list[np.ndarray] | None = None,
 ) -> tuple[OpenVINONetwork, bool]:
     """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino, and
-    compiled for ``patch_size`` (nnU-Net's patch) as well. Returns the network and whether the
-    conversion came from the cache."""
+    compiled for ``patch_size`` (nnU-Net's patch) as well. With ``calibration`` (patches of
+    network input) it is NNCF's int8 quantization instead, in ``cache_dir``/openvino-int8.
+    Returns the network and whether the conversion came from the cache."""
     if version() is None:
         raise TuckerSegmentError(
             "--runtime openvino: OpenVINO is not installed (pip install openvino)"
         )
-    folder = Path(cache_dir) / FOLDER
+    calibration_digest = _calibration_digest(calibration)
+    if calibration is not None:
+        try:
+            import_nncf()
+        except ImportError:
+            raise TuckerSegmentError(
+                "--runtime openvino-int8 needs NNCF (pip install tuckersegment[int8])"
+            ) from None
+    folder = Path(cache_dir) / (FOLDER if calibration is None else f"{FOLDER}-int8")
     digest = _weights_digest(network)
     hit = True
     static = (1, in_channels, *patch_size) if patch_size else None
     try:
         # compiling (the patch shape, else the dynamic model) is what finds a damaged file
-        converted = OpenVINONetwork(_load(folder, digest), out_channels, static)
+        converted = OpenVINONetwork(_load(folder, digest, calibration_digest), out_channels, static)
         converted._request_for(
             static or (1, in_channels, CONVERT_PATCH, CONVERT_PATCH, CONVERT_PATCH)
         )
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
-        _convert(network, in_channels, folder)
-        converted = OpenVINONetwork(_load(folder, digest), out_channels, static)
+        _convert(network, in_channels, folder, calibration)
+        converted = OpenVINONetwork(_load(folder, digest, calibration_digest), out_channels, static)
     return converted, hit

@@ -46,17 +46,25 @@ def private_ts_home() -> Path:
 
 
 @contextmanager
-def ts_environment(weights: Path) -> Iterator[Path]:
-    """Point TS at ``weights`` and at the private config; restore the environment after."""
-    saved = {k: os.environ.get(k) for k in ("TOTALSEG_HOME_DIR", "TOTALSEG_WEIGHTS_PATH")}
-    home = private_ts_home()
-    os.environ["TOTALSEG_HOME_DIR"] = str(home)
-    os.environ["TOTALSEG_WEIGHTS_PATH"] = str(weights)
+def environment_variables(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` (child processes inherit them); restore after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        yield home
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def ts_environment(weights: Path) -> Iterator[Path]:
+    """Point TS at ``weights`` and at the private config; restore the environment after."""
+    home = private_ts_home()
+    with environment_variables(
+        {"TOTALSEG_HOME_DIR": str(home), "TOTALSEG_WEIGHTS_PATH": str(weights)}
+    ):
+        yield home

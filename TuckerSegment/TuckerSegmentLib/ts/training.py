@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import shutil
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TuckerSegmentError
+from .environment import environment_variables
 
 TRAINER = "nnUNetTrainerTucker"
 PLANS_IDENTIFIER = "tuckersegmentPlans"
@@ -83,16 +83,8 @@ def nnunet_environment(layout: TrainingLayout, augmentation_workers: int) -> Ite
         "nnUNet_wandb_enabled": "0",
         "nnUNet_compile": "f",
     }
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with environment_variables(values):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextmanager
