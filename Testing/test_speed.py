@@ -77,12 +77,17 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
         (1.0, "eager"),  # the original as TS runs it: every speed-up is against this row
         (1.0, "fused"),  # the original under the fused runtime: what the runtime alone gives
         (1.0, "openvino"),  # the original under OpenVINO: the peer to beat
-        *[(df, runtime) for df in (0.5, 0.1) for runtime in ("eager", "fused", "openvino")],
+        (1.0, "openvino-int8"),  # and quantized to int8 by NNCF
+        *[
+            (df, runtime)
+            for df in (0.5, 0.1)
+            for runtime in ("eager", "fused", "openvino", "openvino-int8")
+        ],
     ]
     assert rows[0]["speedup"] == 1.0 and rows[0]["variant"] == "original"
-    assert rows[1]["params"] == rows[2]["params"] == rows[0]["params"]
-    assert rows[3]["params"] == rows[5]["params"] < rows[0]["params"]
-    assert rows[6]["gflops"] < rows[3]["gflops"]
+    assert rows[1]["params"] == rows[2]["params"] == rows[3]["params"] == rows[0]["params"]
+    assert rows[4]["params"] == rows[6]["params"] < rows[0]["params"]
+    assert rows[8]["gflops"] < rows[4]["gflops"]
     assert all(r["median_ms"] > 0 and r["device"] == "cpu" for r in rows)
     assert {r["allocator"] for r in rows} == {"reuse"}
     saved = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "benchmark.json"
