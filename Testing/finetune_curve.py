@@ -149,7 +149,16 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
     args = parser.parse_args()
+    if args.plot_only:
+        with open(f"{args.output}.csv") as handle:
+            rows = [
+                {k: v if k == "model" else float(v) for k, v in row.items()}
+                for row in csv.DictReader(handle)
+            ]
+        plot(rows, Path(f"{args.output}.png"))
+        return 0
     from TuckerSegmentLib.finetune.finetune import FinetuneOptions, finetune
 
     rows = []
@@ -209,6 +218,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    matplotlib.rcdefaults()  # nnU-Net's plotting leaves seaborn's poster style set
 
     dfs = [r["df"] for r in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))

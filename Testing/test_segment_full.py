@@ -41,8 +41,8 @@ def _plain_totalsegmentator(ct_path, fast, cache_dir):
     """TotalSegmentator's own python API, untouched, on the test weights (statistics off)."""
     import nibabel as nib
     from totalsegmentator.python_api import totalsegmentator
-    from TuckerSegmentLib.pipeline.segment import spawned_workers
     from TuckerSegmentLib.ts.environment import ts_environment
+    from TuckerSegmentLib.ts.in_process import spawned_workers
 
     saved = os.environ.get("TUCKERSEGMENT_CACHE")
     os.environ["TUCKERSEGMENT_CACHE"] = str(cache_dir)

@@ -128,8 +128,14 @@ def _calibration_digest(calibration: list[np.ndarray] | None) -> str | None:
 def _quantize(model, calibration: list[np.ndarray]):  # noqa: ANN001, ANN202
     """NNCF's post-training int8 quantization of the converted model, calibrated on
     ``calibration`` (runtime/calibration.py); the activations' ranges come from them."""
+    import contextlib
+    import logging
+    import sys
+
     nncf = import_nncf()
-    with warnings.catch_warnings():
+    nncf.set_log_level(logging.ERROR)
+    # NNCF draws progress bars on stdout, which carries the JSON of --json / --progress json
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.filterwarnings("ignore", category=UserWarning, module=r"nncf")
         return nncf.quantize(
             model,
