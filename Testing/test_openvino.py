@@ -37,19 +37,26 @@ def _child_env(tmp_path, log):
     return env
 
 
-def test_openvino_is_loaded_without_its_telemetry(tmp_path):
+def _run_in_child(script: str, tmp_path) -> tuple[subprocess.CompletedProcess, str]:
+    """``script`` in a fresh child (no pytest, no CI variable) under the network guard: the
+    result and the connection attempts it logged."""
     log = tmp_path / "attempts.log"
     log.touch()
     lib = str(GUARD_DIR.parent.parent / "TuckerSegment")
     result = subprocess.run(
-        [sys.executable, "-c", CONVERT_IN_CHILD, str(tmp_path / "cache"), lib],
+        [sys.executable, "-c", script, str(tmp_path / "cache"), lib],
         capture_output=True,
         text=True,
         env=_child_env(tmp_path, log),
         timeout=300,
     )
+    return result, log.read_text()
+
+
+def test_openvino_is_loaded_without_its_telemetry(tmp_path):
+    result, attempts = _run_in_child(CONVERT_IN_CHILD, tmp_path)
     assert result.returncode == 0 and "converted" in result.stdout, result.stderr[-2000:]
-    assert log.read_text() == ""
+    assert attempts == ""
 
 
 def test_plain_openvino_import_would_phone_home(tmp_path):
@@ -172,18 +179,9 @@ print("quantized")
 def test_nncf_is_loaded_without_its_telemetry(tmp_path):
     """Outside pytest (NNCF silences itself under pytest), NNCF's Google Analytics telemetry is
     its no-op stub and no connection is attempted."""
-    log = tmp_path / "attempts.log"
-    log.touch()
-    lib = str(GUARD_DIR.parent.parent / "TuckerSegment")
-    result = subprocess.run(
-        [sys.executable, "-c", QUANTIZE_IN_CHILD, str(tmp_path / "cache"), lib],
-        capture_output=True,
-        text=True,
-        env=_child_env(tmp_path, log),
-        timeout=300,
-    )
+    result, attempts = _run_in_child(QUANTIZE_IN_CHILD, tmp_path)
     assert result.returncode == 0 and "quantized" in result.stdout, result.stderr[-2000:]
-    assert log.read_text() == ""
+    assert attempts == ""
     assert (tmp_path / "cache" / f"{FOLDER}-int8" / "model.xml").is_file()
 
 
