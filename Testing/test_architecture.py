@@ -12,7 +12,18 @@ import pytest
 from conftest import REPO
 
 LIB = REPO / "TuckerSegment" / "TuckerSegmentLib"
-ROOMS = ("engine", "ts", "storage", "runtime", "pipeline", "panel", "cli", "demo", "finetune")
+ROOMS = (
+    "engine",
+    "ts",
+    "storage",
+    "runtime",
+    "pipeline",
+    "panel",
+    "cli",
+    "demo",
+    "finetune",
+    "cohort",
+)
 
 
 def _imports(path: Path) -> list[str]:

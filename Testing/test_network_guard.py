@@ -1,4 +1,5 @@
-"""The guard itself: a connection attempt is refused, in this process and in a child."""
+"""The guard itself: a connection that would leave the machine is refused, in this process and
+in a child; loopback is not network access."""
 
 import subprocess
 import sys
@@ -25,3 +26,21 @@ def test_child_process_connection_is_refused(tmp_path, monkeypatch):
     assert result.returncode != 0
     assert "network access blocked" in result.stderr
     assert "192.0.2.1" in log.read_text()
+
+
+def test_loopback_stays_allowed_and_a_private_address_does_not(monkeypatch):
+    """127.0.0.1 (a Dask LocalCluster) does not leave the machine; 10.0.0.1 would."""
+    import socket
+
+    monkeypatch.delenv("TUCKERSEGMENT_NETWORK_GUARD")  # keep the expected attempt out of the log
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    before = len(network_guard.attempts)
+    with socket.socket() as client:
+        client.connect(server.getsockname())
+    server.close()
+    assert len(network_guard.attempts) == before
+    with pytest.raises(network_guard.NetworkAccessBlocked), socket.socket() as other:
+        other.connect(("10.0.0.1", 8786))
+    del network_guard.attempts[before:]  # expected here; do not fail this test

@@ -4,6 +4,7 @@ CLI's .seg.nrrd and agreement CSV, the comparison layout, Cancel, failures and t
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -290,9 +291,10 @@ def test_stale_run_folders_are_swept(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = run_folder.new_run_folder(tmp_path)
-    (stale / "owner.pid").write_text(str(dead.pid))
+    stale = tmp_path / f"run-{dead.pid}-0-x1"  # as a process that has ended named its folder
+    stale.mkdir()
     (stale / "ct.nii.gz").write_bytes(b"patient data")
     mine = run_folder.new_run_folder(tmp_path)
-    assert run_folder.sweep_stale(tmp_path) == [stale]
+    assert mine.name.startswith(f"run-{os.getpid()}-")
+    assert run_folder.sweep_stale_runs(tmp_path) == [stale]
     assert not stale.exists() and mine.exists()

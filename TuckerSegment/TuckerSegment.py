@@ -332,7 +332,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         self.worker = None  # the warm worker: started by the first run, kept for the next
         self.result = None
         self.sizes = None
-        run_folder.sweep_stale()  # CTs left behind by a Slicer that crashed or was killed
+        run_folder.sweep_stale_runs()  # CTs left behind by a Slicer that crashed or was killed
 
     def getParameterNode(self):
         return TuckerSegmentParameterNode(super().getParameterNode())

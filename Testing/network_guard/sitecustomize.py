@@ -1,4 +1,6 @@
-"""Network guard for the test suite: refuse and record every network connection attempt.
+"""Network guard for the test suite: refuse and record every connection that would leave the
+machine. Loopback (127.0.0.0/8, ::1) and Unix sockets stay allowed: a cohort's Dask
+LocalCluster talks to its workers on 127.0.0.1, and that is not network access.
 
 Imported automatically by every Python process whose PYTHONPATH starts with this folder (the
 tests put it there for the CLI subprocesses and their nnU-Net workers); the pytest process
@@ -8,6 +10,7 @@ TUCKERSEGMENT_NETWORK_GUARD, so a child that swallows the exception still fails 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import traceback
@@ -35,6 +38,17 @@ def _is_unix(sock: socket.socket) -> bool:
     return getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX
 
 
+def _stays_here(sock: socket.socket, address: object) -> bool:
+    """A Unix socket, or an IP address on the loopback interface (no name resolution here)."""
+    if _is_unix(sock):
+        return True
+    host = address[0] if isinstance(address, tuple) and address else None
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except (TypeError, ValueError):
+        return False
+
+
 def install() -> None:
     """Patch socket so that any connect, send-to or name lookup of a remote host fails."""
     if getattr(socket, "_tuckersegment_guard", False):
@@ -45,17 +59,17 @@ def install() -> None:
     original_getaddrinfo = socket.getaddrinfo
 
     def connect(self, address):  # type: ignore[no-untyped-def]
-        if _is_unix(self):
+        if _stays_here(self, address):
             return original_connect(self, address)
         _record(f"connect to {address!r}")
 
     def connect_ex(self, address):  # type: ignore[no-untyped-def]
-        if _is_unix(self):
+        if _stays_here(self, address):
             return original_connect_ex(self, address)
         _record(f"connect_ex to {address!r}")
 
     def sendto(self, *args):  # type: ignore[no-untyped-def]
-        if _is_unix(self):
+        if _stays_here(self, args[-1]):
             return original_sendto(self, *args)
         _record(f"sendto {args[-1]!r}")
 

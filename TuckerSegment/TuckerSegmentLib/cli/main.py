@@ -7,13 +7,17 @@ import json
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..engine.fidelity import DEFAULT_DF, defaults_text
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
+
+if TYPE_CHECKING:
+    from ..pipeline.segment import SegmentOptions
 
 PROG = "tucker-segment"
 
@@ -183,6 +187,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help=".nii.gz (117-label NIfTI) or .seg.nrrd (Slicer segmentation); a JSON "
         "sidecar is written beside it",
     )
+    _add_run_options(p)
+    p.set_defaults(run=_run_segment)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options `segment` and `batch` share: models, compression, device, outputs."""
     p.add_argument(
         "--fast",
         action="store_true",
@@ -231,6 +241,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="also run the original networks and write the agreement report",
     )
     p.add_argument(
+        "--statistics",
+        action="store_true",
+        help="TotalSegmentator's own statistics (volume in mm³ and mean intensity per "
+        "structure) in OUT.statistics.json",
+    )
+    p.add_argument(
         "--progress",
         choices=("bar", "json", "none"),
         default="bar",
@@ -251,18 +267,15 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "decomposing that TS model; the model it belongs to is read from its manifest; repeat "
         "for several experts",
     )
-    p.set_defaults(run=_run_segment)
 
 
-def _run_segment(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def segment_options(args: argparse.Namespace, input: Path, output: Path) -> SegmentOptions:
+    """A SegmentOptions from the shared run options (segment, batch)."""
+    from ..pipeline.segment import SegmentOptions
 
-    from ..pipeline.progress import Progress
-    from ..pipeline.segment import SegmentOptions, segment
-
-    options = SegmentOptions(
-        input=Path(args.input),
-        output=Path(args.output),
+    return SegmentOptions(
+        input=input,
+        output=output,
         fast=args.fast,
         df=args.df,
         expert_df=args.expert_df,
@@ -278,7 +291,15 @@ def _run_segment(args: argparse.Namespace) -> int:
         download=args.download,
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
         compressed_models=[Path(p) for p in args.compressed_model],
+        statistics=args.statistics,
     )
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from ..pipeline.progress import Progress
+    from ..pipeline.segment import segment
+
+    options = segment_options(args, Path(args.input), Path(args.output))
     real_stdout = sys.stdout
     if args.progress == "json":
         sys.stdout = sys.stderr  # TS's and nnU-Net's prints must not mix with the JSON lines
@@ -318,6 +339,85 @@ def _print_segment_summary(result: dict, out) -> None:  # noqa: ANN001
             f"{timings['original_network_s']:.1f} s; report {comparison['report']}",
             file=out,
         )
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="segment a cohort (a folder of CTs or a CSV of paths) on a Dask cluster",
+        description="Segment many CTs with `segment`'s settings on Dask workers that load each "
+        "model once: OUTDIR/<case>/ as `segment` writes it, a cohort table of TS's statistics "
+        "(statistics.csv/.parquet), failures.csv, and agreement.csv/.parquet with --compare. "
+        "Re-running the same command skips finished cases and redoes half-finished ones.",
+    )
+    p.add_argument(
+        "input",
+        help="a folder of NIfTI files and DICOM series folders, or a CSV with a path "
+        "column (and an optional case_id column)",
+    )
+    p.add_argument("-o", "--output", required=True, help="the cohort's output folder")
+    p.add_argument(
+        "--format",
+        choices=("nii.gz", "seg.nrrd"),
+        default="nii.gz",
+        help="each case's segmentation: 117-label NIfTI (default) or Slicer .seg.nrrd",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="LocalCluster workers (default: one per two cores, as many as the memory holds)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786, or from "
+        "dask-jobqueue); default: a LocalCluster on 127.0.0.1",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="runs of a case again after its worker died, then it is recorded as failed",
+    )
+    _add_run_options(p)
+    p.add_argument(
+        "--no-statistics",
+        dest="statistics",
+        action="store_false",
+        help="skip TS's statistics (and the cohort statistics table is empty)",
+    )
+    p.set_defaults(run=_run_batch, statistics=True)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from ..cohort.batch import FORMATS, BatchOptions, batch
+    from ..pipeline.progress import Progress
+
+    options = BatchOptions(
+        input=Path(args.input),
+        output=Path(args.output),
+        segment=segment_options(args, Path(args.input), Path(FORMATS[args.format])),
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        retries=args.retries,
+    )
+    real_stdout = sys.stdout
+    if args.progress == "json":
+        sys.stdout = sys.stderr
+    progress = Progress(args.progress, real_stdout if args.progress == "json" else sys.stderr)
+    try:
+        table = batch(options, progress)
+    finally:
+        progress.close()
+        sys.stdout = real_stdout
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    failures = (options.output / "failures.csv").read_text().splitlines()[1:]
+    cases = table["case_id"].nunique() if len(table) else 0
+    print(
+        f"cohort in {options.output}: statistics of {cases} cases in statistics.csv/.parquet; "
+        f"{len(failures)} failed (failures.csv)",
+        file=out,
+    )
+    return 0 if not failures else 3
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -676,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(sub)
     _add_compress(sub)
     _add_segment(sub)
+    _add_batch(sub)
     _add_compare(sub)
     _add_info(sub)
     _add_demo(sub)
@@ -693,18 +794,19 @@ def _terminate(signum, frame) -> None:  # noqa: ANN001
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; user errors print one line to stderr and return 1."""
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
-    # torch 2.14 warns when timm (imported by TS's dependencies) uses torch.jit.interface: not
-    # ours to fix and nothing a user can act on; only that one message from that one place
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`torch\.jit\.interface` is deprecated",
-        category=FutureWarning,
-        module=r"torch\.jit\._script",
-    )
+    from ..ts.environment import silence_known_warnings
+
+    silence_known_warnings()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.run in (_run_segment, _run_demo, _run_compress, _run_benchmark, _run_finetune):
+        if args.run in (
+            _run_segment,
+            _run_batch,
+            _run_demo,
+            _run_compress,
+            _run_benchmark,
+            _run_finetune,
+        ):
             from ..ts.versions import check_versions
 
             for warning in check_versions():

@@ -25,10 +25,12 @@ class Progress:
         self.fraction = 0.0
         self._last_bar = ""
 
-    def update(self, stage: str, fraction: float, message: str = "") -> None:
+    def update(self, stage: str, fraction: float, message: str = "", **fields: object) -> None:
+        """``fields``: more keys for the JSON line (a cohort's counts, rate and ETA)."""
         self.fraction = max(self.fraction, min(1.0, float(fraction)))
         if self.mode == "json":
             line = {"stage": stage, "fraction": round(self.fraction, 4), "message": message}
+            line.update(fields)
             self.stream.write(json.dumps(line) + "\n")
             self.stream.flush()
         elif self.mode == "bar":

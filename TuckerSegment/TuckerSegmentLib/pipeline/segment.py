@@ -7,6 +7,7 @@ input grid. With ``compare`` the original networks run on the same input too.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -46,6 +47,7 @@ class SegmentOptions:
     download: bool = False
     weights_dir: Path | None = None
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
+    statistics: bool = False  # TS's own --statistics JSON beside the output
 
 
 def model_settings(
@@ -116,6 +118,7 @@ class TSRun:
     network_s: float
     network_s_by_model: dict[str, float]
     patches: dict[str, int]
+    statistics: Path | None = None  # TS's statistics JSON (in the run's scratch folder)
 
 
 def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict]) -> list:
@@ -146,6 +149,7 @@ def _run_ts(
     prepared: dict[Path, PreparedModel],
     models_by_folder: dict[Path, TSModel],
     span: Span,
+    statistics: Path | None = None,
 ) -> TSRun:
     """One TS run; ``prepared`` maps model folders to the networks to use instead of TS's."""
     from ..runtime.devices import device_kind, ts_device
@@ -181,13 +185,14 @@ def _run_ts(
         export_in_process() if in_process else nullcontext(),
         predictor_in_ts(predictor),
     ):
-        image = run_total_task(ct.image, options.fast, ts_device(device))
+        image = run_total_task(ct.image, options.fast, ts_device(device), statistics)
     return TSRun(
         image=image,
         pipeline_s=time.perf_counter() - start,
         network_s=sum(w.seconds for _, w in wrappers),
         network_s_by_model={label: w.seconds for label, w in wrappers},
         patches={label: w.calls for label, w in wrappers},
+        statistics=statistics,
     )
 
 
@@ -271,100 +276,136 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
 def prepare_models(
     plan: RunPlan, folders: dict[str, Path], span: Span
 ) -> tuple[dict[Path, PreparedModel], dict[str, dict[str, Any]]]:
-    """Each model's network (from the cache, decomposed once) and what the sidecar says of it."""
-    from ..engine.size_table import size_table
-    from ..runtime.cpu_fusion import fuse
-    from ..runtime.devices import device_kind
-    from ..storage.cache import compressed_model, given_model
-    from ..ts.model_folder import open_model_folder
+    """Each model's network (from the cache, decomposed once) and what the sidecar says of it.
+    A worker that segments many CTs (batch, the panel's warm worker) keeps them between runs."""
+    from . import warm_cache
 
     prepared: dict[Path, PreparedModel] = {}
     model_info: dict[str, dict[str, Any]] = {}
     given = given_models(plan, folders)
     for i, model in enumerate(plan.models):
         setting = plan.settings[model.name]
-        if model.name in given:
-            setting = CompressionSettings()  # replaced by the given model's own settings below
         folder = folders[model.name]
         span(
             i / len(plan.models),
-            f"{model.name}: {'original' if setting is None else f'DF {setting.df:g}'}",
-        )
-        info: dict[str, Any] = {"task_id": model.task_id, "folder": str(folder)}
-        if setting is None:
-            original = size_table(open_model_folder(folder).spec)  # the original network
-            info.update(
-                df=1.0,
-                compressed=False,
-                params=original.params,
-                gflops_per_patch=original.flops / 1e9,
-            )
-        else:
-            cached = (
-                given_model(given[model.name], plan.device)
+            f"{model.name}: "
+            + (
+                "given model"
                 if model.name in given
-                else compressed_model(folder, setting, device_kind(plan.device), plan.precision)
-            )
-            setting = cached.manifest.settings
-            network = cached.network
-            cpu_fp32 = plan.device == "cpu" and plan.precision == "fp32"
-            if plan.options.runtime == "auto" and cpu_fp32:
-                from ..runtime.runtime_choice import choose_runtime
-                from ..storage.cache import cache_root
-
-                runtime, network, basis = choose_runtime(
-                    network, cached.manifest.spec, cached.manifest.layers, cached.path, cache_root()
-                )
-                info["runtime"] = runtime
-                info["runtime_choice"] = basis
-            elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
-                from ..runtime.calibration import model_calibration
-                from ..runtime.openvino_runtime import openvino_network
-
-                spec = cached.manifest.spec
-                int8 = plan.options.runtime == "openvino-int8"
-                network, hit = openvino_network(
-                    network,
-                    spec.input_channels,
-                    spec.num_classes,
-                    cached.path,
-                    spec.patch_size,
-                    model_calibration(folder, spec.patch_size) if int8 else None,
-                )
-                info["runtime"] = plan.options.runtime
-                info["openvino_conversion"] = "hit" if hit else "miss"
-            else:
-                fused = plan.options.runtime == "fused" and cpu_fp32
-                info["runtime"] = "fused" if fused and fuse(network) else "eager"
-            prepared[folder.resolve()] = PreparedModel(
-                network,
-                cached.manifest.layers,
-                setting.method,
-                torch_network=cached.network if info["runtime"].startswith("openvino") else None,
-                given=model.name in given,
-            )
-            extra = cached.manifest.extra
-            info.update(
-                df=setting.df,
-                compressed=True,
-                cache="hit" if cached.hit else "miss",
-                cache_entry=str(cached.path),
-                load_or_decompose_s=round(cached.seconds, 3),
-                params=extra["params"]["compressed"],
-                params_original=extra["params"]["original"],
-                gflops_per_patch=extra["gflops_per_patch"]["compressed"],
-                gflops_per_patch_original=extra["gflops_per_patch"]["original"],
-                ranks=[
-                    [layer.name, layer.rank_in, layer.rank_out] for layer in cached.manifest.layers
-                ],
-            )
-            if model.name in given:
-                info["given_model"] = str(given[model.name])
-                info["cache"] = "given"
-                if "finetune" in extra:
-                    info["finetune"] = extra["finetune"]
+                else "original"
+                if setting is None
+                else f"DF {setting.df:g}"
+            ),
+        )
+        key = warm_cache.model_key(
+            folder,
+            [
+                repr(setting),
+                plan.device,
+                plan.precision,
+                plan.options.runtime,
+                given.get(model.name),
+            ],
+        )
+        kept = warm_cache.kept_model(key) if key else None
+        if kept is not None:
+            network, info = kept
+            info = {**info, "kept_in_worker": True, "load_or_decompose_s": 0.0}
+        else:
+            network, info = _prepare_model(plan, model, folder, setting, given.get(model.name))
+            warm_cache.keep_model(key, (network, info))
+        if network is not None:
+            prepared[folder.resolve()] = network
         model_info[model.name] = info
     return prepared, model_info
+
+
+def _prepare_model(
+    plan: RunPlan,
+    model: TSModel,
+    folder: Path,
+    setting: CompressionSettings | None,
+    given: Path | None,
+) -> tuple[PreparedModel | None, dict[str, Any]]:
+    """One model: the original (None), or its compressed network on the chosen runtime."""
+    from ..engine.size_table import size_table
+    from ..runtime.cpu_fusion import fuse
+    from ..runtime.devices import device_kind
+    from ..storage.cache import compressed_model, given_model
+    from ..ts.model_folder import open_model_folder
+
+    info: dict[str, Any] = {"task_id": model.task_id, "folder": str(folder)}
+    if setting is None and given is None:
+        original = size_table(open_model_folder(folder).spec)  # the original network
+        info.update(
+            df=1.0,
+            compressed=False,
+            params=original.params,
+            gflops_per_patch=original.flops / 1e9,
+        )
+        return None, info
+    cached = (
+        given_model(given, plan.device)
+        if given is not None
+        else compressed_model(folder, setting, device_kind(plan.device), plan.precision)
+    )
+    setting = cached.manifest.settings
+    network = cached.network
+    cpu_fp32 = plan.device == "cpu" and plan.precision == "fp32"
+    if plan.options.runtime == "auto" and cpu_fp32:
+        from ..runtime.runtime_choice import choose_runtime
+        from ..storage.cache import cache_root
+
+        runtime, network, basis = choose_runtime(
+            network, cached.manifest.spec, cached.manifest.layers, cached.path, cache_root()
+        )
+        info["runtime"] = runtime
+        info["runtime_choice"] = basis
+    elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
+        from ..runtime.calibration import model_calibration
+        from ..runtime.openvino_runtime import openvino_network
+
+        spec = cached.manifest.spec
+        int8 = plan.options.runtime == "openvino-int8"
+        network, hit = openvino_network(
+            network,
+            spec.input_channels,
+            spec.num_classes,
+            cached.path,
+            spec.patch_size,
+            model_calibration(folder, spec.patch_size) if int8 else None,
+        )
+        info["runtime"] = plan.options.runtime
+        info["openvino_conversion"] = "hit" if hit else "miss"
+    else:
+        fused = plan.options.runtime == "fused" and cpu_fp32
+        info["runtime"] = "fused" if fused and fuse(network) else "eager"
+    prepared = PreparedModel(
+        network,
+        cached.manifest.layers,
+        setting.method,
+        torch_network=cached.network if info["runtime"].startswith("openvino") else None,
+        given=given is not None,
+    )
+    extra = cached.manifest.extra
+    info.update(
+        df=setting.df,
+        compressed=True,
+        cache="hit" if cached.hit else "miss",
+        cache_entry=str(cached.path),
+        load_or_decompose_s=round(cached.seconds, 3),
+        params=extra["params"]["compressed"],
+        params_original=extra["params"]["original"],
+        gflops_per_patch=extra["gflops_per_patch"]["compressed"],
+        gflops_per_patch_original=extra["gflops_per_patch"]["original"],
+        ranks=[[layer.name, layer.rank_in, layer.rank_out] for layer in cached.manifest.layers],
+    )
+    if given is not None:
+        info["given_model"] = str(given)
+        info["cache"] = "given"
+        if "finetune" in extra:
+            info["finetune"] = extra["finetune"]
+    return prepared, info
 
 
 def compare_runs(original: Any, result: Any) -> Any:
@@ -413,6 +454,8 @@ def build_sidecar(
         "warnings": ct.warnings,
         "versions": library_versions(),
     }
+    if run.statistics is not None:
+        sidecar["statistics"] = str(sibling(options.output, ".statistics.json"))
     if agreement is not None:
         sidecar["comparison"] = {
             "a": "original TotalSegmentator networks",
@@ -438,6 +481,7 @@ def write_outputs(
     sidecar: dict,
     timings: dict,
     t0: float,
+    result_statistics: Path | None = None,
 ) -> None:
     """Every output staged under a temporary name and renamed into place together."""
     from .output_files import sibling, staged_outputs, write_json, write_segmentation
@@ -446,6 +490,9 @@ def write_outputs(
     t = time.perf_counter()
     with staged_outputs() as staged:
         write_segmentation(result, output, staged.path_for(output))
+        if result_statistics is not None:
+            target = Path(sidecar["statistics"])
+            shutil.copyfile(result_statistics, staged.path_for(target))  # TS's file, as written
         if original is not None:
             target = Path(sidecar["comparison"]["original_output"])
             write_segmentation(original, target, staged.path_for(target))
@@ -490,15 +537,37 @@ def _original_run(
     return run, False
 
 
-def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Segment ``options.input`` and write ``options.output`` (+ sidecar, + comparison)."""
+def warm_model_cache(options: SegmentOptions) -> RunPlan:
+    """Check a run's settings, weights and given models, and decompose (or convert) each model
+    into the cache, without segmenting: a cohort does this once before its workers start."""
     from ..ts.environment import ts_environment
     from ..ts.weights import weights_dir
 
+    plan = plan_run(options)
+    weights = Path(options.weights_dir) if options.weights_dir else weights_dir()
+    with ts_environment(weights):
+        folders = _weights(options, plan.models)
+        prepare_models(plan, folders, Span(Progress("none"), "compress", 0.0, 1.0))
+    return plan
+
+
+def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Segment ``options.input`` and write ``options.output`` (+ sidecar, + comparison)."""
+    from ..storage.scratch import run_scratch
+
     progress = progress or Progress("none")
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     plan = plan_run(options)
+    with run_scratch() as scratch:
+        return _segment(plan, progress, scratch, t0)
+
+
+def _segment(plan: RunPlan, progress: Progress, scratch: Path, t0: float) -> dict[str, Any]:
+    from ..ts.environment import ts_environment
+    from ..ts.weights import weights_dir
+
+    options = plan.options
+    timings: dict[str, float] = {}
     progress.update("load", 0.0, f"reading {options.input.name}")
     ct = load_input(plan)
     timings["load_input_s"] = time.perf_counter() - t0
@@ -519,6 +588,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
             prepared,
             by_folder,
             Span(progress, "segment", 0.2, seg_end),
+            scratch / "statistics.json" if options.statistics else None,
         )
         timings["segment_s"], timings["segment_network_s"] = run.pipeline_s, run.network_s
         original, reuse_note = None, {}
@@ -539,7 +609,7 @@ def segment(options: SegmentOptions, progress: Progress | None = None) -> dict[s
     if "comparison" in sidecar:
         sidecar["comparison"].update(reuse_note)
     progress.update("write", 0.95, f"writing {options.output.name}")
-    write_outputs(plan, run.image, original, agreement, sidecar, timings, t0)
+    write_outputs(plan, run.image, original, agreement, sidecar, timings, t0, run.statistics)
     progress.update("done", 1.0, f"wrote {options.output}")
     sidecar["agreement"] = agreement
     return sidecar

@@ -1,4 +1,9 @@
-"""What a warm worker keeps between runs: the original networks' result for the last CT.
+"""What a worker keeps between runs: the prepared networks, and the original networks' result
+for the last CT.
+
+A process that segments many CTs (a `batch` worker, the panel's warm worker) keeps each model's
+prepared network (loaded from the cache, fused or converted) for the next run with the same
+settings: the model is loaded once per worker, not once per case.
 
 In the Slicer panel a user segments a CT, looks at the agreement, and clicks Segment again with
 another DF. With "compare" on, every click would run the original networks on the same CT again
@@ -19,6 +24,8 @@ from typing import Any
 
 _enabled = False
 _entry: tuple[str, Any] | None = None
+_keep_models = False
+_models: dict[str, Any] = {}
 
 
 def keep_between_runs(enabled: bool = True) -> None:
@@ -27,6 +34,52 @@ def keep_between_runs(enabled: bool = True) -> None:
     _enabled = enabled
     if not enabled:
         _entry = None
+
+
+def keep_models(enabled: bool = True) -> None:
+    """Keep prepared networks between runs (on), or drop them (off)."""
+    global _keep_models
+    _keep_models = enabled
+    if not enabled:
+        _models.clear()
+
+
+def _checkpoints(folder: Path) -> list[str]:
+    parts = []
+    for checkpoint in sorted(folder.rglob("*.pth")):
+        stat = checkpoint.stat()
+        parts.append(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return parts
+
+
+def model_key(folder: Path, settings: list[Any]) -> str | None:
+    """Key of one model's prepared network: its folder's checkpoints, the settings (DF, device,
+    precision, runtime, a given model's folder and manifest); None when models are not kept."""
+    if not _keep_models:
+        return None
+    parts = [repr(settings), *_checkpoints(folder)]
+    for item in settings:
+        if isinstance(item, Path) and (item / "manifest.json").exists():
+            parts.append(f"{(item / 'manifest.json').stat().st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def kept_model(key: str | None) -> Any | None:
+    if not (_keep_models and key and key in _models):
+        return None
+    _models[key] = _models.pop(key)  # most recently used last
+    return _models[key]
+
+
+MAX_KEPT_MODELS = 10  # full mode has five; a panel user trying DFs keeps the last two runs'
+
+
+def keep_model(key: str | None, value: Any) -> None:
+    if _keep_models and key:
+        _models.pop(key, None)
+        _models[key] = value
+        while len(_models) > MAX_KEPT_MODELS:
+            _models.pop(next(iter(_models)))  # the oldest
 
 
 def image_digest(image: Any) -> str:
@@ -50,9 +103,7 @@ def original_run_key(image: Any, settings: dict[str, Any], folders: list[Path]) 
         return None
     parts = [image_digest(image), repr(sorted(settings.items())), repr(library_versions())]
     for folder in sorted(folders):
-        for checkpoint in sorted(folder.rglob("*.pth")):
-            stat = checkpoint.stat()
-            parts.append(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        parts.extend(_checkpoints(folder))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,20 @@ PRIVATE_CONFIG = {
     "prediction_counter": 0,
     "statistics_disclaimer_shown": True,
 }
+
+
+def silence_known_warnings() -> None:
+    """Warnings of TS's and nnU-Net's dependencies that a user can't act on, each by its exact
+    message and origin (for every process that runs TS: the CLI, a cohort's workers)."""
+    warnings.filterwarnings("ignore", message="Detected old nnU-Net plans format")
+    # torch 2.14 warns when timm (imported by TS's dependencies) uses torch.jit.interface: not
+    # ours to fix and nothing a user can act on; only that one message from that one place
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.jit\.interface` is deprecated",
+        category=FutureWarning,
+        module=r"torch\.jit\._script",
+    )
 
 
 def private_ts_home() -> Path:

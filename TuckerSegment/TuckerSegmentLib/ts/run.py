@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
-def run_total_task(image: Any, fast: bool, device: str) -> Any:
+def run_total_task(image: Any, fast: bool, device: str, statistics: Path | None = None) -> Any:
     """TS's pipeline on a nibabel image; returns its 117-label image (``--ml``). ``device`` is
     TS's spelling (cpu, gpu, gpu:N, mps). Quiet, one thread for resampling and saving (the
-    networks use the cores), and never any usage statistics (see environment.py)."""
+    networks use the cores), and never any usage statistics (see environment.py).
+
+    ``statistics``: where TS writes its own ``--statistics`` JSON (volume in mm³ and mean
+    intensity per structure; in fast mode TS computes them on its 3 mm image)."""
     from totalsegmentator.python_api import totalsegmentator
 
-    return totalsegmentator(
+    result = totalsegmentator(
         image,
         None,
         ml=True,
@@ -21,4 +25,6 @@ def run_total_task(image: Any, fast: bool, device: str) -> Any:
         nr_thr_resamp=1,
         nr_thr_saving=1,
         task="total",
+        statistics=str(statistics) if statistics else False,
     )
+    return result[0] if statistics else result
