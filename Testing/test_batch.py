@@ -91,6 +91,10 @@ def test_each_case_is_what_segment_writes(first_batch, segment_runs):
         ).read_text()
         sidecar = json.loads((folder / "segmentation.json").read_text())
         assert sidecar["models"]["3mm"]["df"] == 0.5
+        # two workers share the cores (TS alone would give each network every core)
+        assert sidecar["settings"]["network_threads"] == max(1, (os.cpu_count() or 1) // 2)
+        alone = json.loads((segment_runs / f"{case}.json").read_text())
+        assert alone["settings"]["network_threads"] == os.cpu_count()
         assert not (folder / ".running.json").exists()
     assert not list(out.rglob(".tmp-*"))
     lines = _json_lines(result.stdout)
@@ -248,6 +252,41 @@ def test_a_worker_killed_mid_case_loses_nothing(
     assert (out / "failures.csv").read_text().strip() == "case_id,input,reason"
 
 
+def test_a_case_whose_worker_dies_more_often_than_allowed_is_recorded_failed(
+    cohort_input, isolated_home, tmp_path
+):
+    """With --retries 0 one death is enough: the case lands in failures.csv, no folder stays."""
+    table = tmp_path / "one.csv"
+    table.write_text(f"{cohort_input / 'case_a.nii.gz'},doomed\n")  # no header: path, id
+    out = tmp_path / "out"
+    exe = Path(sys.executable).with_name("tucker-segment")
+    command = [str(exe), "batch", str(table), "-o", str(out), *RUN, "--jobs", "1"]
+    process = subprocess.Popen(
+        [*command, "--retries", "0", "--progress", "none"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **isolated_home},
+    )
+    try:
+        note = out / "doomed" / ".running.json"
+        deadline = time.monotonic() + 180
+        while not note.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        os.kill(json.loads(note.read_text())["pid"], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, stderr
+    with open(out / "failures.csv") as handle:
+        (failure,) = list(csv.DictReader(handle))
+    assert (
+        failure["case_id"] == "doomed" and "worker died in each of its 1 runs" in failure["reason"]
+    )
+    assert not (out / "doomed").exists()
+
+
 def test_a_killed_segment_leaves_no_ct_copy_after_the_next_start(
     cohort_input, isolated_home, cli, tmp_path
 ):
@@ -292,3 +331,19 @@ def test_scratch_sweep_keeps_live_runs_and_removes_ended_ones(tmp_path):
     assert sorted(sweep_stale(tmp_path)) == sorted([gone, reused])
     assert mine.exists() and live_parent.exists()
     assert oct(tmp_path.stat().st_mode & 0o777) == "0o700"
+
+
+def test_the_local_cluster_refuses_clients_without_its_certificate():
+    """The LocalCluster speaks TLS with a per-run certificate: a local process without it (another
+    user on a shared machine) can't submit work to it."""
+    import distributed
+    from TuckerSegmentLib.cohort.cluster import dask_client
+
+    with dask_client(1, None, 2) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert client.submit(sum, [1, 2]).result() == 3
+        with pytest.raises((OSError, TypeError, ValueError)):
+            distributed.Client(address.replace("tls://", "tcp://"), timeout="3s")
+        with pytest.raises((OSError, TypeError, ValueError)):
+            distributed.Client(address, timeout="3s")

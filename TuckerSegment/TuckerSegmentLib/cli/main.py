@@ -229,6 +229,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     _add_speed_options(p)
     p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for the networks (default: every core, as TS; batch: the cores "
+        "shared out between its workers)",
+    )
+    p.add_argument(
         "--workers",
         choices=("in-process", "spawn"),
         default="in-process",
@@ -292,6 +298,7 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
         compressed_models=[Path(p) for p in args.compressed_model],
         statistics=args.statistics,
+        threads=args.threads,
     )
 
 

@@ -18,7 +18,7 @@ from ..errors import TuckerSegmentError
 from ..pipeline.progress import Progress
 from ..pipeline.segment import SegmentOptions
 from .cases import Case, find_cases
-from .records import check_settings, is_done, write_failures
+from .records import check_settings, drop_case, is_done, write_failures
 
 FORMATS = {"nii.gz": "segmentation.nii.gz", "seg.nrrd": "segmentation.seg.nrrd"}
 
@@ -39,6 +39,7 @@ def cohort_settings(template: SegmentOptions) -> dict[str, Any]:
     """The settings every case shares (what the cohort folder records), JSON-ready."""
     settings = dataclasses.asdict(template)
     settings.pop("input")
+    settings.pop("threads")  # how fast, not what: a re-run may use other --jobs/--threads
     settings["output"] = Path(template.output).name
     return {
         key: ([str(v) for v in value] if isinstance(value, list) else str(value))
@@ -103,7 +104,8 @@ def batch(options: BatchOptions, progress: Progress | None = None) -> Any:
     if todo:
         jobs = options.jobs or default_jobs(template.fast)
         # on a LocalCluster the cores are shared out; on a user's cluster each worker uses its own
-        threads = 0 if options.scheduler else threads_per_job(jobs)
+        threads = template.threads or (0 if options.scheduler else threads_per_job(jobs))
+        template = dataclasses.replace(template, threads=threads or None)
         failures = _run_cases(
             todo, options, template, jobs, threads, progress, dask_client, run_case
         )
@@ -152,7 +154,8 @@ def _run_cases(todo, options, template, jobs, threads, progress, dask_client, ru
                     "case_id": case.case_id,
                     "input": str(case.path),
                     "status": "failed",
-                    "reason": f"its worker died {options.retries + 1} times (out of memory?)",
+                    "reason": f"its worker died in each of its {options.retries + 1} runs "
+                    "(out of memory? see the worker logs)",
                 }
             except Exception as error:  # noqa: BLE001 - reported, the cohort goes on
                 result = {
@@ -163,6 +166,7 @@ def _run_cases(todo, options, template, jobs, threads, progress, dask_client, ru
                 }
             finished += 1
             if result["status"] == "failed":
+                drop_case(options.output / case.case_id)  # what a dead worker left
                 failures.append({k: result[k] for k in ("case_id", "input", "reason")})
             rate, eta = _eta(finished, len(todo), started)
             progress.update(

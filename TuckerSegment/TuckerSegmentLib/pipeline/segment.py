@@ -48,6 +48,7 @@ class SegmentOptions:
     weights_dir: Path | None = None
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
     statistics: bool = False  # TS's own --statistics JSON beside the output
+    threads: int | None = None  # torch threads for the networks; None: TS's (every core)
 
 
 def model_settings(
@@ -119,6 +120,7 @@ class TSRun:
     network_s_by_model: dict[str, float]
     patches: dict[str, int]
     statistics: Path | None = None  # TS's statistics JSON (in the run's scratch folder)
+    threads: int | None = None  # torch threads the networks ran with
 
 
 def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict]) -> list:
@@ -152,6 +154,8 @@ def _run_ts(
     statistics: Path | None = None,
 ) -> TSRun:
     """One TS run; ``prepared`` maps model folders to the networks to use instead of TS's."""
+    import torch
+
     from ..runtime.devices import device_kind, ts_device
     from ..ts.in_process import export_in_process, spawned_workers
     from ..ts.predictor import predictor_class, predictor_in_ts
@@ -159,6 +163,7 @@ def _run_ts(
 
     order = list(models_by_folder)
     wrappers = []
+    threads: list[int] = []  # torch threads each model's network runs with
 
     def choose(folder: Path, fold_states: list[dict]) -> list | None:
         model = prepared.get(folder.resolve())
@@ -176,9 +181,12 @@ def _run_ts(
         )
         span(index / len(order), f"{label}: predicting")
         wrappers.append((label, wrapped))
+        threads.append(torch.get_num_threads())
 
     in_process = options.workers == "in-process"
-    predictor = predictor_class(choose, device_kind(device), precision, on_loaded, in_process)
+    predictor = predictor_class(
+        choose, device_kind(device), precision, on_loaded, in_process, options.threads
+    )
     start = time.perf_counter()
     with (
         spawned_workers(),
@@ -193,6 +201,7 @@ def _run_ts(
         network_s_by_model={label: w.seconds for label, w in wrappers},
         patches={label: w.calls for label, w in wrappers},
         statistics=statistics,
+        threads=max(threads, default=None),
     )
 
 
@@ -214,6 +223,8 @@ def plan_run(options: SegmentOptions) -> RunPlan:
     from ..runtime.devices import device_kind, resolve_device
     from ..runtime.precision import resolve_precision
 
+    if options.threads is not None and options.threads < 1:
+        raise TuckerSegmentError("--threads must be at least 1")
     models = total_models(options.fast)
     settings = model_settings(options, models)
     _check_paths(options)
@@ -447,6 +458,7 @@ def build_sidecar(
             "runtime": options.runtime,
             "allocator": plan.allocator,
             "workers": options.workers,
+            "network_threads": run.threads,
         },
         "models": model_info,
         "patches": run.patches,

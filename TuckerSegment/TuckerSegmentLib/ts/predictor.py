@@ -31,10 +31,14 @@ def predictor_class(
     precision: str,
     on_loaded: OnLoaded | None = None,
     in_process: bool = False,
+    threads: int | None = None,
 ) -> type:
     """An ``nnUNetPredictor`` subclass that runs ``choose``'s networks.
 
-    ``in_process``: preprocess in this process instead of nnU-Net's worker (in_process.py)."""
+    ``in_process``: preprocess in this process instead of nnU-Net's worker (in_process.py).
+    ``threads``: torch threads for the networks. TS sets every core on the CPU just before it
+    builds the predictor; several runs side by side (a cohort's workers) would oversubscribe
+    the cores, so a budget is set again here, after TS (which restores its own at the end)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     class SwappedNetworkPredictor(nnUNetPredictor):
@@ -49,6 +53,10 @@ def predictor_class(
             super().initialize_from_trained_model_folder(
                 model_training_output_dir, use_folds, checkpoint_name
             )
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
             folder = Path(model_training_output_dir)
             replacements = choose(folder, self.list_of_parameters)
             network = getattr(self.network, "_orig_mod", self.network)  # nnUNet_compile=1
