@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,11 +112,23 @@ def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Environment for CLI runs: a fresh HOME (so the user's TS config is never touched) and a
     session-wide compressed-model cache."""
+    import tempfile
+
     home = tmp_path_factory.mktemp("home")
-    return {"HOME": str(home), "TUCKERSEGMENT_CACHE": str(home / "cache"), "XDG_CACHE_HOME": ""}
+    # run folders (TS's temp files) in a short private path of this session's own
+    scratch = tempfile.mkdtemp(prefix="tss-")
+    yield {
+        "HOME": str(home),
+        "TUCKERSEGMENT_CACHE": str(home / "cache"),
+        "XDG_CACHE_HOME": "",
+        "TUCKERSEGMENT_SCRATCH": scratch,
+    }
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

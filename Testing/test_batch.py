@@ -186,7 +186,7 @@ def test_other_settings_and_bad_input_are_refused(first_batch, cohort_input, cli
 
 
 def _scratch(isolated_home: dict) -> Path:
-    return Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "scratch"
+    return Path(isolated_home["TUCKERSEGMENT_SCRATCH"])
 
 
 def _wait_for_ct_copy(scratch: Path, pid: int | None, timeout: float = 120) -> Path:
@@ -347,3 +347,35 @@ def test_the_local_cluster_refuses_clients_without_its_certificate():
             distributed.Client(address.replace("tls://", "tcp://"), timeout="3s")
         with pytest.raises((OSError, TypeError, ValueError)):
             distributed.Client(address, timeout="3s")
+
+
+def test_a_worker_keeps_its_prepared_networks_between_cases(
+    cohort_input, isolated_home, monkeypatch, tmp_path
+):
+    """What a cohort worker does between cases (case_run.py): the second case reuses the first
+    case's prepared network (no load from the cache), with the same labels as a fresh load."""
+    from TuckerSegmentLib.pipeline import warm_cache
+    from TuckerSegmentLib.pipeline.segment import SegmentOptions, segment
+
+    for key, value in isolated_home.items():
+        monkeypatch.setenv(key, value)
+    options = dict(fast=True, df=0.5, device="cpu", precision="fp32", weights_dir=MODELS)
+    fresh = segment(
+        SegmentOptions(cohort_input / "case_b.nii.gz", tmp_path / "f.nii.gz", **options)
+    )
+    warm_cache.keep_models()
+    try:
+        first = segment(
+            SegmentOptions(cohort_input / "case_a.nii.gz", tmp_path / "a.nii.gz", **options)
+        )
+        second = segment(
+            SegmentOptions(cohort_input / "case_b.nii.gz", tmp_path / "b.nii.gz", **options)
+        )
+    finally:
+        warm_cache.keep_models(False)
+    assert "kept_in_worker" not in first["models"]["3mm"]
+    assert second["models"]["3mm"]["kept_in_worker"] is True
+    assert fresh["models"]["3mm"].get("kept_in_worker") is None
+    np.testing.assert_array_equal(
+        load_labels(tmp_path / "b.nii.gz")[0], load_labels(tmp_path / "f.nii.gz")[0]
+    )

@@ -4,6 +4,7 @@ segment run with it through TS's pipeline, and bad datasets refused before any l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,7 +103,14 @@ def test_the_trainer_builds_the_compressed_network_with_the_expected_ranks(finet
     manifest = read_manifest(out)
     folder = next(MODELS.glob("Dataset297*/*__3d_fullres"))
     zero_shot = compress_model_folder(folder, CompressionSettings(df=0.3))
-    assert manifest.layers == zero_shot.manifest.layers
+    # same layers and ranks; the explained variance to float precision (the trainer's process
+    # runs the SVD with other thread counts, so the last bits of a sum may differ)
+    assert [dataclasses.replace(layer, explained_variance=None) for layer in manifest.layers] == [
+        dataclasses.replace(layer, explained_variance=None) for layer in zero_shot.manifest.layers
+    ]
+    assert [layer.explained_variance for layer in manifest.layers] == pytest.approx(
+        [layer.explained_variance for layer in zero_shot.manifest.layers], rel=1e-9
+    )
     weights = torch.load(out / "weights.pt", weights_only=True)
     assert set(weights) == set(zero_shot.network.state_dict())
     changed = [

@@ -99,7 +99,7 @@ def two_fold_folder(tmp_path_factory):
 
 
 def test_multi_fold_models_keep_every_fold_compressed(two_fold_folder, tmp_path, monkeypatch):
-    from TuckerSegmentLib.pipeline.segment import PreparedModel, _fold_networks
+    from TuckerSegmentLib.pipeline.segment import PreparedModel, fold_networks
     from TuckerSegmentLib.storage.cache import compressed_model
 
     monkeypatch.setenv("TUCKERSEGMENT_CACHE", str(tmp_path / "cache"))
@@ -109,7 +109,7 @@ def test_multi_fold_models_keep_every_fold_compressed(two_fold_folder, tmp_path,
 
     def choose(folder, fold_states):
         seen["folds"] = len(fold_states)
-        return _fold_networks(prepared, folder, fold_states)
+        return fold_networks(prepared, folder, fold_states)
 
     cls = predictor_class(choose, "cpu", "fp32")
     predictor = cls(device=torch.device("cpu"), verbose=False, allow_tqdm=False)

@@ -123,7 +123,7 @@ class TSRun:
     threads: int | None = None  # torch threads the networks ran with
 
 
-def _fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict]) -> list:
+def fold_networks(prepared: PreparedModel, folder: Path, fold_states: list[dict]) -> list:
     """One compressed network per fold: fold 0 is the cached one; further folds (nnU-Net models
     trained with several folds) are decomposed in memory with the same layers and ranks."""
     from ..engine.compress import compress_layers
@@ -169,7 +169,7 @@ def _run_ts(
         model = prepared.get(folder.resolve())
         if model is None or model.network is None:
             return None
-        return _fold_networks(model, folder, fold_states)
+        return fold_networks(model, folder, fold_states)
 
     def on_loaded(folder: Path, wrapped, predictor) -> None:  # noqa: ANN001
         index = order.index(folder.resolve()) if folder.resolve() in order else 0

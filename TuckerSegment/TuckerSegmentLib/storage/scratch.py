@@ -5,7 +5,9 @@ TotalSegmentator and nnU-Net write the patient's CT (and intermediate label maps
 Dask worker ended mid-case) cannot remove them, and the CT would stay in the system's temp
 folder. Every run therefore points ``tempfile`` (and ``TMPDIR`` for child processes) at its own
 folder under one root the project owns, ``run-<pid>-<start>-…``; the next run that starts sweeps
-the folders whose process is gone. The root is private (0700). The Slicer panel's run folders (the exported CT) use the same
+the folders whose process is gone. The root is private (0700) and short: in the system's temp
+folder, since multiprocessing puts its Unix sockets under ``tempfile``'s folder and a socket path
+may not exceed ~104 characters. The Slicer panel's run folders (the exported CT) use the same
 folders and sweep under their own root (panel/run_folder.py).
 """
 
@@ -22,12 +24,11 @@ PREFIX = "run-"
 
 
 def scratch_root() -> Path:
-    """``$TUCKERSEGMENT_SCRATCH`` or ``<cache>/scratch``: local disk, per user."""
+    """``$TUCKERSEGMENT_SCRATCH`` or ``<system temp>/tuckersegment-<user>``: local, per user."""
     if os.environ.get("TUCKERSEGMENT_SCRATCH"):
         return Path(os.environ["TUCKERSEGMENT_SCRATCH"])
-    from .cache import cache_root
-
-    return cache_root() / "scratch"
+    user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"tuckersegment-{user}"
 
 
 def _start_token(pid: int) -> str:
@@ -96,6 +97,11 @@ def owned_folder(root: Path) -> Path:
 def run_scratch() -> Iterator[Path]:
     """A fresh folder for this run's temporary files (``tempfile`` and ``TMPDIR`` point at it
     inside the block); removed at the end, or swept by a later run if this one is killed."""
+    import multiprocessing.util
+
+    # multiprocessing's own folder (sockets, no patient data) stays where it was: made now, it
+    # is kept for this process, and its socket paths stay short
+    multiprocessing.util.get_temp_dir()
     root = scratch_root()
     sweep_stale(root)
     folder = owned_folder(root)

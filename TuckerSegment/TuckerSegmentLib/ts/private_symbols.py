@@ -71,14 +71,14 @@ SYMBOLS = (
     PrivateSymbol(
         "totalsegmentator.map_tasks_config",
         "TASK_CONFIGS",
-        "ts/weights.py",
-        "the `total` task's models, trainer and sub-modes",
+        "ts/weights.py, ts/tasks.py",
+        "the `total` task's models, trainer and sub-modes; the task that uses a model",
     ),
     PrivateSymbol(
         "totalsegmentator.map_tasks_config",
         "TASK_ID_WEIGHTS_CONFIGS",
-        "ts/weights.py",
-        "each task id's weights folder name",
+        "ts/weights.py, ts/tasks.py, ts/command.py",
+        "each task id's weights folder name (which model a folder is; is it installed)",
     ),
     PrivateSymbol(
         "totalsegmentator.map_to_binary",
@@ -100,6 +100,24 @@ SYMBOLS = (
         "load_snomed_mapping",
         "ts/terminology.py",
         "SNOMED CT codes per structure",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.python_api",
+        "download_pretrained_weights",
+        "ts/command.py",
+        "module global TS downloads missing models with; guarded (no download unless allowed)",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.python_api",
+        "select_device",
+        "ts/command.py",
+        "TS's rule for the device its -d value means (no GPU: cpu)",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.bin.TotalSegmentator",
+        "main",
+        "ts/command.py",
+        "TS's command line (parser and main), run in process by tucker-totalsegmentator",
     ),
     PrivateSymbol(
         "torch.nn", "Module._modules", "engine/compress.py", "re-point every reference to a conv"

@@ -1,0 +1,178 @@
+"""`tucker-totalsegmentator`: TotalSegmentator's own command line with compressed networks.
+With --df 1 each output equals plain TotalSegmentator's for the same arguments (files, names,
+voxels, headers, statistics); compressed runs write the same file set; what TS rejects comes
+back as one line. Both commands run on the committed test models in child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MODELS, REPO
+
+TS_SCRIPT = """
+import sys
+from pathlib import Path
+from TuckerSegmentLib.ts.environment import ts_environment
+if __name__ == "__main__":
+    with ts_environment(Path({weights!r})):   # TS's own config, usage statistics off
+        from totalsegmentator.bin.TotalSegmentator import main
+        sys.argv = ["TotalSegmentator", *{args!r}]
+        main()
+"""
+
+
+def _env(isolated_home: dict) -> dict:
+    return {**os.environ, **isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)}
+
+
+def plain_ts(args: list[str], isolated_home: dict) -> subprocess.CompletedProcess:
+    script = TS_SCRIPT.format(weights=str(MODELS), args=args)
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=_env(isolated_home),
+        timeout=600,
+    )
+
+
+def ours(args: list[str], isolated_home: dict) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("tucker-totalsegmentator")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=_env(isolated_home), timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory) -> Path:
+    import nibabel as nib
+    from TuckerSegmentLib.demo.phantom import make_phantom
+
+    path = tmp_path_factory.mktemp("dropin") / "ct.nii.gz"
+    image, _ = make_phantom(4242, spacing=3.0).to_nifti()
+    nib.save(image, str(path))
+    return path
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _same_images(a: Path, b: Path) -> None:
+    import nibabel as nib
+
+    first, second = nib.load(str(a)), nib.load(str(b))
+    np.testing.assert_array_equal(np.asanyarray(first.dataobj), np.asanyarray(second.dataobj))
+    np.testing.assert_allclose(first.affine, second.affine)
+    assert first.header.get_data_dtype() == second.header.get_data_dtype()
+    assert [e.get_code() for e in first.header.extensions] == [
+        e.get_code() for e in second.header.extensions
+    ]
+
+
+def _same_statistics(a: Path, b: Path) -> None:
+    first, second = json.loads(a.read_text()), json.loads(b.read_text())
+    assert first.keys() == second.keys()
+    for name in first:
+        for key, value in first[name].items():
+            assert second[name][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (name, key)
+
+
+OPTIONS = {
+    "folder+statistics": ["--fast", "--statistics"],  # TS's default output, with statistics.json
+    "ml": ["--fast", "--ml"],
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_df_1_gives_totalsegmentators_own_output(name, ct, isolated_home, tmp_path):
+    options = OPTIONS[name]
+    ml = "--ml" in options
+    ts_out = tmp_path / ("ts.nii.gz" if ml else "ts")
+    our_out = tmp_path / ("ours.nii.gz" if ml else "ours")
+    common = ["-i", str(ct), "-d", "cpu", "-q", *options]
+    ts = plain_ts([*common, "-o", str(ts_out)], isolated_home)
+    assert ts.returncode == 0, ts.stderr
+    run = ours([*common, "-o", str(our_out), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "networks: 3mm original" in run.stderr
+    if ml:
+        _same_images(ts_out, our_out)
+        ts_files = {p.name for p in tmp_path.iterdir() if p.name.startswith("ts")}
+        our_files = {
+            p.name.replace("ours", "ts", 1) for p in tmp_path.iterdir() if p.name.startswith("ours")
+        }
+        assert our_files == ts_files
+    else:
+        expected, got = _files(ts_out), _files(our_out)
+        assert got.keys() == expected.keys() and len(got) >= 117
+        for relative, path in expected.items():
+            if relative.endswith(".nii.gz"):
+                _same_images(path, got[relative])
+            elif relative == "statistics.json":
+                _same_statistics(path, got[relative])
+
+
+def test_ml_statistics_land_where_ts_puts_them(ct, isolated_home, tmp_path):
+    """--ml with --statistics: TS writes statistics.json beside the output file; so do we."""
+    for who, runner, extra in (("ts", plain_ts, []), ("ours", ours, ["--df", "1"])):
+        folder = tmp_path / who
+        folder.mkdir()
+        args = ["-i", str(ct), "-o", str(folder / "seg.nii.gz"), "-d", "cpu", "-q", "--fast"]
+        result = runner([*args, "--ml", "--statistics", *extra], isolated_home)
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "ts").iterdir()) == sorted(
+        p.name for p in (tmp_path / "ours").iterdir()
+    )
+    _same_statistics(tmp_path / "ts" / "statistics.json", tmp_path / "ours" / "statistics.json")
+
+
+def test_a_compressed_run_writes_the_same_file_set(ct, isolated_home, tmp_path):
+    ts_out, our_out = tmp_path / "ts", tmp_path / "ours"
+    common = ["-i", str(ct), "-d", "cpu", "-q", "--fast", "--statistics"]
+    assert plain_ts([*common, "-o", str(ts_out)], isolated_home).returncode == 0
+    run = ours([*common, "-o", str(our_out), "--df", "0.5"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "networks: 3mm DF 0.5 (fused)" in run.stderr
+    assert _files(our_out).keys() == _files(ts_out).keys()
+    assert (
+        json.loads((our_out / "statistics.json").read_text()).keys()
+        == json.loads((ts_out / "statistics.json").read_text()).keys()
+    )
+
+
+def test_what_ts_rejects_comes_back_in_one_line(ct, isolated_home, tmp_path):
+    bad_type = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "-ot", "png"], isolated_home)
+    assert bad_type.returncode == 1
+    assert (
+        bad_type.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tucker-totalsegmentator: error: Invalid output types: ['png']")
+    )
+    bad_number = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "-nr", "x"], isolated_home)
+    assert bad_number.returncode == 2 and "argument -nr/--nr_thr_resamp" in bad_number.stderr
+    missing = ours(
+        ["-i", str(ct), "-o", str(tmp_path / "o"), "-d", "cpu", "--fastest"], isolated_home
+    )
+    assert missing.returncode == 1
+    assert "model for task 298" in missing.stderr and "--download" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 or "warning" in missing.stderr
+    bad_df = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "--df", "1.5"], isolated_home)
+    assert bad_df.returncode == 1 and "DF" in bad_df.stderr
+
+
+def test_help_shows_ts_options_and_ours(isolated_home):
+    result = ours(["-h"], isolated_home)
+    assert result.returncode == 0
+    assert "--roi_subset" in result.stdout and "--expert-df" in result.stdout
+
+
+def test_the_command_is_declared():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:main"' in text
