@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS, REPO
+from conftest import MODELS, REPO, SHARED, needs_shared
 
 TS_SCRIPT = """
 import sys
@@ -176,3 +176,44 @@ def test_help_shows_ts_options_and_ours(isolated_home):
 def test_the_command_is_declared():
     text = (REPO / "pyproject.toml").read_text()
     assert 'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:main"' in text
+
+
+@needs_shared
+def test_dicom_seg_and_rtstruct_equal_totalsegmentators(isolated_home, tmp_path):
+    """From TS's example DICOM series, `-ot dicom_seg dicom_rtstruct` with --df 1: the same
+    segments (names, SNOMED CT codes, frames) and the same contours as TotalSegmentator's."""
+    import pydicom
+
+    series = SHARED / "example_ct_dicom"
+    common = ["-i", str(series), "-d", "cpu", "-q", "--fast", "-ot", "dicom_seg", "dicom_rtstruct"]
+    ts = plain_ts([*common, "-o", str(tmp_path / "ts")], isolated_home)
+    assert ts.returncode == 0, ts.stderr
+    run = ours([*common, "-o", str(tmp_path / "ours"), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    seg_ts, seg_ours = (pydicom.dcmread(tmp_path / f"{w}_seg.dcm") for w in ("ts", "ours"))
+
+    def segments(seg) -> list[tuple[str, str, str]]:
+        return [
+            (
+                s.SegmentLabel,
+                s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+                s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
+            )
+            for s in seg.SegmentSequence
+        ]
+
+    assert segments(seg_ours) == segments(seg_ts)
+    labels = {label for label, _, _ in segments(seg_ours)}
+    assert {"liver", "spleen"} <= labels and seg_ours.Modality == "SEG"
+    np.testing.assert_array_equal(seg_ours.pixel_array, seg_ts.pixel_array)
+    rt_ts, rt_ours = (pydicom.dcmread(tmp_path / f"{w}_rtstruct.dcm") for w in ("ts", "ours"))
+    names = [r.ROIName for r in rt_ours.StructureSetROISequence]
+    assert names == [r.ROIName for r in rt_ts.StructureSetROISequence] and "liver" in names
+
+    def contours(rt) -> list[list[float]]:
+        return [
+            [float(v) for c in getattr(roi, "ContourSequence", []) for v in c.ContourData]
+            for roi in rt.ROIContourSequence
+        ]
+
+    assert contours(rt_ours) == contours(rt_ts)
