@@ -1,12 +1,13 @@
 """Train the project's small test models on synthetic phantoms (TS weights can't be fetched here).
 
 Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
-``TuckerSegment/TuckerSegmentLib/demo/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs) and the five
+``TuckerSegment/TuckerSegmentLib/demo/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs),
+Dataset298 (6 mm: --fastest and the crop model of --roi_subset) and the five
 1.5 mm experts (Datasets 291-295, TS's per-part label maps). TS's own pipeline loads them
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
 
-    .venv/bin/python Testing/make_test_models.py            # all six, about 2.5 hours on 2 cores
+    .venv/bin/python Testing/make_test_models.py            # all seven, about 2.5 hours on 2 cores
     .venv/bin/python Testing/make_test_models.py --only 3mm
 """
 
@@ -32,6 +33,8 @@ FEATURES = [8, 16, 32, 64]
 STRIDES = [1, 2, 2, 2]
 SETTINGS = {  # model: (spacing mm, plans patch, training patch, iterations, foreground share)
     "3mm": (3.0, [48, 48, 48], [48, 48, 48], 1200, 0.0),
+    # TS's 6 mm model (Dataset298): --fastest and the crop model of --roi_subset
+    "6mm": (6.0, [32, 32, 32], [32, 32, 32], 400, 0.0),
     # the 1.5 mm experts: whole plans patches, half of them centred on a random present class
     # (at 1.5 mm a patch sees a quarter of the body); the organs expert trains longest
     "organs": (1.5, [64, 64, 64], [64, 64, 64], 2500, 0.5),
@@ -51,7 +54,7 @@ def _prepare_cases(model, spacing: float, tmp: Path):
     from TuckerSegmentLib.demo.phantom import make_phantom
     from TuckerSegmentLib.ts.architectures import old_format_plans
 
-    names = ts_class_names("3mm" if model.name == "3mm" else "1.5mm", model.name)
+    names = ts_class_names("3mm" if model.name in ("3mm", "6mm") else "1.5mm", model.name)
     from totalsegmentator.map_to_binary import class_map
 
     total_ids = {n: i for i, n in class_map["total"].items()}
@@ -232,18 +235,18 @@ def train(model, tmp: Path, out: Path) -> Path:
 
 def main() -> int:
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
-    from TuckerSegmentLib.ts.weights import total_models
+    from TuckerSegmentLib.ts.weights import fastest_model, total_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", nargs="*", help="model names: 3mm organs vertebrae cardiac muscles ribs"
+        "--only", nargs="*", help="model names: 3mm 6mm organs vertebrae cardiac muscles ribs"
     )
     parser.add_argument("--out", type=Path, default=OUT, help="weights folder to write")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
-    models = total_models(True) + total_models(False)
+    models = total_models(True) + [fastest_model()] + total_models(False)
     for model in models:
         if args.only and model.name not in args.only:
             continue

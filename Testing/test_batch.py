@@ -379,3 +379,43 @@ def test_a_worker_keeps_its_prepared_networks_between_cases(
     np.testing.assert_array_equal(
         load_labels(tmp_path / "b.nii.gz")[0], load_labels(tmp_path / "f.nii.gz")[0]
     )
+
+
+def test_scheduler_connects_to_a_users_cluster(cohort_input, segment_runs, isolated_home, tmp_path):
+    """--scheduler ADDRESS: the cases run on a cluster that exists already (here a Dask
+    LocalCluster started by the test, as a user's cluster would be), which stays up after."""
+    import distributed
+
+    table = tmp_path / "one.csv"
+    table.write_text(f"path\n{cohort_input / 'case_a.nii.gz'}\n")
+    env = {**isolated_home}
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        out = tmp_path / "out"
+        result = run_cli(
+            "batch",
+            str(table),
+            "-o",
+            str(out),
+            *RUN,
+            "--scheduler",
+            cluster.scheduler_address,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(cluster.scheduler.workers) == 1  # the user's cluster is still there
+    labels, _ = load_labels(out / "case_a" / "segmentation.nii.gz")
+    np.testing.assert_array_equal(labels, load_labels(segment_runs / "case_a.nii.gz")[0])
+    unreachable = run_cli(
+        "batch",
+        str(table),
+        "-o",
+        str(tmp_path / "o2"),
+        *RUN,
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+        env=env,
+    )
+    assert unreachable.returncode == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.stderr

@@ -217,3 +217,29 @@ def test_dicom_seg_and_rtstruct_equal_totalsegmentators(isolated_home, tmp_path)
         ]
 
     assert contours(rt_ours) == contours(rt_ts)
+
+
+@pytest.mark.parametrize(
+    "options, networks",
+    [
+        (["--fastest"], ["6mm"]),
+        (["--fast", "--roi_subset", "liver", "spleen"], ["6mm", "3mm"]),
+    ],
+    ids=["fastest", "roi_subset"],
+)
+def test_the_6mm_model_paths_equal_totalsegmentators(
+    options, networks, ct, isolated_home, tmp_path
+):
+    """--fastest (the 6 mm model) and --roi_subset (the 6 mm crop model, then the 3 mm model on
+    the crop) with --df 1 give TS's labels; compressed, every network they load is compressed."""
+    common = ["-i", str(ct), "-d", "cpu", "-q", "--ml", *options]
+    ts = plain_ts([*common, "-o", str(tmp_path / "ts.nii.gz")], isolated_home)
+    assert ts.returncode == 0, ts.stderr
+    run = ours([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "networks: " + ", ".join(f"{n} original" for n in networks) in run.stderr
+    _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
+    compressed = ours([*common, "-o", str(tmp_path / "c.nii.gz"), "--df", "0.5"], isolated_home)
+    assert compressed.returncode == 0, compressed.stderr
+    summary = ", ".join(f"{n} DF 0.5 (fused)" for n in networks)
+    assert "networks: " + summary in compressed.stderr

@@ -67,7 +67,7 @@ def dask_client(jobs: int, scheduler: str | None, retries: int) -> Iterator[Any]
     with dask.config.set(config):
         if scheduler:
             try:
-                client = distributed.Client(scheduler, timeout="30s")
+                client = distributed.Client(scheduler, timeout="15s")
             except OSError as error:
                 raise TuckerSegmentError(
                     f"cannot reach the Dask scheduler at {scheduler}: {error}"

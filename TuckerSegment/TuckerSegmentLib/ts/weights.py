@@ -51,6 +51,15 @@ def total_models(fast: bool) -> list[TSModel]:
     return models
 
 
+def fastest_model() -> TSModel:
+    """TS's 6 mm model (Dataset298): `--fastest`, and the crop model of `--roi_subset`."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS, TASK_ID_WEIGHTS_CONFIGS
+
+    mode = TASK_CONFIGS["total"]["sub_modes"]["fastest"]
+    task_id = mode["task_id"]
+    return TSModel(task_id, "6mm", TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"], mode["trainer"])
+
+
 def weights_dir() -> Path:
     """Where TS looks for weights (honours TOTALSEG_WEIGHTS_PATH and TOTALSEG_HOME_DIR)."""
     from totalsegmentator.config import get_weights_dir
