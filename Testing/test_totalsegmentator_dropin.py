@@ -158,11 +158,12 @@ def test_what_ts_rejects_comes_back_in_one_line(ct, isolated_home, tmp_path):
     bad_number = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "-nr", "x"], isolated_home)
     assert bad_number.returncode == 2 and "argument -nr/--nr_thr_resamp" in bad_number.stderr
     missing = ours(
-        ["-i", str(ct), "-o", str(tmp_path / "o"), "-d", "cpu", "--fastest"], isolated_home
+        ["-i", str(ct), "-o", str(tmp_path / "o"), "-d", "cpu", "-q", "-ta", "body"], isolated_home
     )
-    assert missing.returncode == 1
-    assert "model for task 298" in missing.stderr and "--download" in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1 or "warning" in missing.stderr
+    assert missing.returncode == 1  # the test models have no body model (Dataset299)
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last.startswith("tucker-totalsegmentator: error: TotalSegmentator's model for task 299")
+    assert "--download" in last and not (tmp_path / "o").exists()
     bad_df = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "--df", "1.5"], isolated_home)
     assert bad_df.returncode == 1 and "DF" in bad_df.stderr
 

@@ -8,7 +8,6 @@ worker starts (the cache on disk), and everything a user can get wrong is refuse
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +40,12 @@ def cohort_settings(template: SegmentOptions) -> dict[str, Any]:
     settings.pop("input")
     settings.pop("threads")  # how fast, not what: a re-run may use other --jobs/--threads
     settings["output"] = Path(template.output).name
-    return {
-        key: ([str(v) for v in value] if isinstance(value, list) else str(value))
-        if isinstance(value, (Path, list)) or key == "weights_dir"
-        else value
-        for key, value in settings.items()
-    }
+    for key, value in settings.items():
+        if isinstance(value, list):
+            settings[key] = [str(v) for v in value]
+        elif isinstance(value, Path) or key == "weights_dir":
+            settings[key] = str(value)
+    return settings
 
 
 def _check_output(options: BatchOptions) -> None:
@@ -89,8 +88,8 @@ def _eta(done: int, total: int, started: float) -> tuple[float, float | None]:
 def batch(options: BatchOptions, progress: Progress | None = None) -> Any:
     """Segment every case of ``options.input`` into ``options.output``/<case>/; returns the
     cohort's statistics table (pandas DataFrame) of all finished cases."""
-    from .case_run import run_case
-    from .cluster import dask_client, default_jobs, import_distributed, threads_per_job
+    from ..storage.scratch import sweep_stale
+    from .cluster import default_jobs, import_distributed, threads_per_job
     from .tables import write_cohort_tables
 
     progress = progress or Progress("none")
@@ -106,12 +105,8 @@ def batch(options: BatchOptions, progress: Progress | None = None) -> Any:
         # on a LocalCluster the cores are shared out; on a user's cluster each worker uses its own
         threads = template.threads or (0 if options.scheduler else threads_per_job(jobs))
         template = dataclasses.replace(template, threads=threads or None)
-        failures = _run_cases(
-            todo, options, template, jobs, threads, progress, dask_client, run_case
-        )
+        failures = _run_cases(todo, options, template, jobs, threads, progress)
     write_failures(options.output, failures)
-    from ..storage.scratch import sweep_stale
-
     sweep_stale()  # temporary folders (with CT copies) of workers that died on this machine
     table = write_cohort_tables(cases, options.output, template.compare)
     done = sum(is_done(case, options.output) for case in cases)
@@ -126,9 +121,19 @@ def batch(options: BatchOptions, progress: Progress | None = None) -> Any:
     return table
 
 
-def _run_cases(todo, options, template, jobs, threads, progress, dask_client, run_case) -> list:  # noqa: ANN001
-    """Submit every case to the cluster and collect the results as they finish."""
-    distributed = sys.modules.get("distributed")
+def _run_cases(
+    todo: list[Case],
+    options: BatchOptions,
+    template: SegmentOptions,
+    jobs: int,
+    threads: int,
+    progress: Progress,
+) -> list[dict[str, str]]:
+    """Submit every case to the cluster and collect the results as they finish; the failures."""
+    from .case_run import run_case
+    from .cluster import dask_client, import_distributed
+
+    distributed = import_distributed()
     failures: list[dict[str, str]] = []
     started = time.perf_counter()
     finished = 0
