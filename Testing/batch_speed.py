@@ -26,37 +26,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from e2e_speed import PYTHON, TS_COMMAND, timed  # noqa: E402
+from e2e_speed import PYTHON, TS_COMMAND, descendants, process_table, timed  # noqa: E402
 
 EXAMPLE_CT = HERE.parent.parent / "shared" / "data" / "ts-examples" / "example_ct_sm.nii.gz"
-
-
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid → (parent pid, resident KiB), from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        table[int(entry.name)] = (
-            int(fields.get("PPid", "0").strip()),
-            int(fields.get("VmRSS", "0 kB").split()[0]),
-        )
-    return table
-
-
-def _descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [c for c, (parent, _) in table.items() if parent == pid and c not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return tree
 
 
 def timed_per_process(command: list[str], env: dict) -> tuple[float, float, list[float]]:
@@ -67,8 +39,8 @@ def timed_per_process(command: list[str], env: dict) -> tuple[float, float, list
     )
     peaks: dict[int, int] = {}
     while process.poll() is None:
-        table = _processes()
-        for pid in _descendants(process.pid, table):
+        table = process_table()
+        for pid in descendants(process.pid, table):
             peaks[pid] = max(peaks.get(pid, 0), table.get(pid, (0, 0))[1])
         time.sleep(0.05)
     seconds = time.perf_counter() - start

@@ -71,10 +71,9 @@ def real_size_ct(path: Path, seed: int = 7, shape=SHAPE, spacing=SPACING) -> Non
     nib.save(nib.Nifti1Image(volume, affine), path)
 
 
-def _tree_rss_kib(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid → (parent pid, resident KiB), from /proc."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -83,15 +82,28 @@ def _tree_rss_kib(root: int) -> int:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        parents[int(entry.name)] = int(fields.get("PPid", "0").strip())
-        rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+        table[int(entry.name)] = (
+            int(fields.get("PPid", "0").strip()),
+            int(fields.get("VmRSS", "0 kB").split()[0]),
+        )
+    return table
+
+
+def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
+    """``root`` and every process below it in ``table``."""
     tree, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()
-        children = [c for c, parent in parents.items() if parent == pid and c not in tree]
+        children = [c for c, (parent, _) in table.items() if parent == pid and c not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(rss.get(pid, 0) for pid in tree)
+    return tree
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    table = process_table()
+    return sum(table.get(pid, (0, 0))[1] for pid in descendants(root, table))
 
 
 def timed(command: list[str], env: dict) -> tuple[float, float]:

@@ -372,7 +372,7 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        help="LocalCluster workers (default: one per two cores, as many as the memory holds)",
+        help="LocalCluster workers (default: one per core, as many as the memory holds)",
     )
     p.add_argument(
         "--scheduler",
