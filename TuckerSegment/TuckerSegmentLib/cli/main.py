@@ -155,7 +155,7 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expert_dfs(text: str) -> dict[str, float]:
+def expert_dfs(text: str) -> dict[str, float]:
     from ..engine.ranks import check_df
 
     result = {}
@@ -191,6 +191,14 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_segment)
 
 
+def add_factorization_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--rank-floor, --method and --paper: how each conv is factorized (segment, batch and
+    tucker-totalsegmentator alike)."""
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
+    p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """The options `segment` and `batch` share: models, compression, device, outputs."""
     p.add_argument(
@@ -207,14 +215,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--expert-df",
-        type=_expert_dfs,
+        type=expert_dfs,
         default={},
         help="DF per model, e.g. organs=0.4,ribs=0.3 (organs, vertebrae, cardiac, "
         "muscles, ribs; 3mm with --fast)",
     )
-    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
-    p.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
-    p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    add_factorization_options(p)
     p.add_argument(
         "--latency",
         action="store_true",

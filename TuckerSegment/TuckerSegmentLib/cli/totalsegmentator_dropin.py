@@ -21,8 +21,7 @@ PROG = "tucker-totalsegmentator"
 def compression_parser() -> argparse.ArgumentParser:
     """Our options only (long names TS doesn't use; no abbreviations, so TS's pass through)."""
     from ..engine.fidelity import defaults_text
-    from ..engine.ranks import DEFAULT_RANK_FLOOR
-    from .main import _expert_dfs
+    from .main import add_factorization_options, expert_dfs
 
     p = argparse.ArgumentParser(prog=PROG, add_help=False, allow_abbrev=False)
     group = p.add_argument_group("compression (tucker-totalsegmentator's own options)")
@@ -33,14 +32,12 @@ def compression_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--expert-df",
-        type=_expert_dfs,
+        type=expert_dfs,
         default={},
         help="DF per model: organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, or a task "
         "name (e.g. lung_vessels=0.5,6mm=1)",
     )
-    group.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
-    group.add_argument("--method", choices=("hosvd", "hooi"), default="hosvd")
-    group.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    add_factorization_options(group)
     group.add_argument("--runtime", choices=("fused", "eager"), default="fused")
     group.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     group.add_argument(
