@@ -2,12 +2,13 @@
 
 Writes genuine nnU-Net model folders in TotalSegmentator's weights layout under
 ``TuckerSegment/TuckerSegmentLib/demo/models/`` (a TOTALSEG_WEIGHTS_PATH): Dataset297 (3 mm, 118 outputs),
-Dataset298 (6 mm: --fastest and the crop model of --roi_subset) and the five
-1.5 mm experts (Datasets 291-295, TS's per-part label maps). TS's own pipeline loads them
+Dataset298 (6 mm: --fastest and the crop model of --roi_subset), the five
+1.5 mm experts (Datasets 291-295, TS's per-part label maps) and Dataset300 (TS's `body` task in
+fast mode, 6 mm: the crop model of --body_seg; the phantom's body outline is its body_trunc). TS's own pipeline loads them
 unchanged. Preprocessing is nnU-Net's own (``DefaultPreprocessor.run_case``), so training sees
 exactly what inference feeds the network. Deterministic for a given machine and thread count:
 
-    .venv/bin/python Testing/make_test_models.py            # all seven, about 2.5 hours on 2 cores
+    .venv/bin/python Testing/make_test_models.py            # all eight, about 2.5 hours on 2 cores
     .venv/bin/python Testing/make_test_models.py --only 3mm
 """
 
@@ -35,6 +36,8 @@ SETTINGS = {  # model: (spacing mm, plans patch, training patch, iterations, for
     "3mm": (3.0, [48, 48, 48], [48, 48, 48], 1200, 0.0),
     # TS's 6 mm model (Dataset298): --fastest and the crop model of --roi_subset
     "6mm": (6.0, [32, 32, 32], [32, 32, 32], 400, 0.0),
+    # TS's body task, fast (Dataset300): `-ta body --fast`, and the crop model of --body_seg
+    "body": (6.0, [32, 32, 32], [32, 32, 32], 300, 0.0),
     # the 1.5 mm experts: whole plans patches, half of them centred on a random present class
     # (at 1.5 mm a patch sees a quarter of the body); the organs expert trains longest
     "organs": (1.5, [64, 64, 64], [64, 64, 64], 2500, 0.5),
@@ -54,15 +57,20 @@ def _prepare_cases(model, spacing: float, tmp: Path):
     from TuckerSegmentLib.demo.phantom import make_phantom
     from TuckerSegmentLib.ts.architectures import old_format_plans
 
-    names = ts_class_names("3mm" if model.name in ("3mm", "6mm") else "1.5mm", model.name)
     from totalsegmentator.map_to_binary import class_map
 
-    total_ids = {n: i for i, n in class_map["total"].items()}
-    lut = np.zeros(256, dtype=np.uint8)
-    for idx, name in names.items():
-        lut[total_ids[name]] = idx
-
     phantoms = [make_phantom(seed, spacing) for seed in TRAIN_SEEDS]
+    if model.name == "body":
+        names = dict(class_map["body"])
+        body_trunc = {n: i for i, n in names.items()}["body_trunc"]
+        model_labels = [np.where(p.body, body_trunc, 0).astype(np.uint8) for p in phantoms]
+    else:
+        names = ts_class_names("3mm" if model.name in ("3mm", "6mm") else "1.5mm", model.name)
+        total_ids = {n: i for i, n in class_map["total"].items()}
+        lut = np.zeros(256, dtype=np.uint8)
+        for idx, name in names.items():
+            lut[total_ids[name]] = idx
+        model_labels = [lut[p.labels] for p in phantoms]
     foreground = np.concatenate([p.ct[p.labels > 0] for p in phantoms]).astype(np.float64)
     intensity = {
         "max": float(foreground.max()),
@@ -82,9 +90,9 @@ def _prepare_cases(model, spacing: float, tmp: Path):
     config = manager.get_configuration("3d_fullres")
     preprocessor = DefaultPreprocessor(verbose=False)
     cases = []
-    for k, phantom in enumerate(phantoms):
-        ct, seg = phantom.to_nifti()
-        seg = nib.Nifti1Image(lut[phantom.labels], phantom.affine)
+    for k, (phantom, labels) in enumerate(zip(phantoms, model_labels, strict=True)):
+        ct, _ = phantom.to_nifti()
+        seg = nib.Nifti1Image(labels, phantom.affine)
         nib.save(ct, tmp / f"c{k}_0000.nii.gz")
         nib.save(seg, tmp / f"c{k}.nii.gz")
         data, target, _ = preprocessor.run_case(
@@ -235,11 +243,11 @@ def train(model, tmp: Path, out: Path) -> Path:
 
 def main() -> int:
     sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
-    from TuckerSegmentLib.ts.weights import fastest_model, total_models
+    from TuckerSegmentLib.ts.weights import fastest_model, task_model, total_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", nargs="*", help="model names: 3mm 6mm organs vertebrae cardiac muscles ribs"
+        "--only", nargs="*", help="model names: 3mm 6mm organs vertebrae cardiac muscles ribs body"
     )
     parser.add_argument("--out", type=Path, default=OUT, help="weights folder to write")
     args = parser.parse_args()
@@ -247,6 +255,7 @@ def main() -> int:
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     models = total_models(True) + [fastest_model()] + total_models(False)
+    models.append(task_model("body", "fast"))
     for model in models:
         if args.only and model.name not in args.only:
             continue

@@ -34,6 +34,19 @@ def test_floors_per_model():
     assert defaults_text() == "DF 0.3 (0.5 for the cardiac expert)"
 
 
+def test_the_networks_of_ts_options_and_other_tasks_have_floors_too():
+    """tucker-totalsegmentator: the 6 mm and body crop models at 0.3; the models of tasks the paper
+    did not study (lung_vessels, cerebral_bleed, …) at the cautious 0.5, with a warning below."""
+    from TuckerSegmentLib.pipeline.every_model import CompressionChoice, model_df
+
+    assert default_df("6mm") == default_df("body") == 0.3
+    assert default_df("lung_vessels") == default_df("cerebral_bleed") == 0.5
+    assert model_df(CompressionChoice(), "hip_implant") == 0.5
+    assert model_df(CompressionChoice(df=0.3), "hip_implant") == 0.3
+    assert "not studied in the paper" in below_floor_warning("lung_vessels", 0.3)
+    assert defaults_text(True) == "DF 0.3 (0.5 for the cardiac expert, 0.5 for other tasks' models)"
+
+
 def test_speed_alone_never_lowers_the_recommended_df():
     rec = recommend(CPU, BENCHMARK)
     assert rec.df == 0.3

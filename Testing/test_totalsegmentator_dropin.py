@@ -60,6 +60,20 @@ def ct(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tall_ct(tmp_path_factory) -> Path:
+    """Two phantoms stacked head to foot (96 slices at 3 mm): TS's --force_split cuts a CT in
+    thirds with 20-slice margins, more than the single phantom has."""
+    import nibabel as nib
+    from TuckerSegmentLib.demo.phantom import make_phantom
+
+    phantom = make_phantom(4243, spacing=3.0)
+    path = tmp_path_factory.mktemp("dropin-tall") / "tall.nii.gz"
+    stacked = np.concatenate([phantom.ct, make_phantom(4244, spacing=3.0).ct], axis=2)
+    nib.save(nib.Nifti1Image(stacked, phantom.affine), str(path))
+    return path
+
+
 def _files(folder: Path) -> dict[str, Path]:
     return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -244,3 +258,99 @@ def test_the_6mm_model_paths_equal_totalsegmentators(
     assert compressed.returncode == 0, compressed.stderr
     summary = ", ".join(f"{n} DF 0.5 (fused)" for n in networks)
     assert "networks: " + summary in compressed.stderr
+
+
+@pytest.mark.parametrize(
+    "options, networks",
+    [
+        (["--fast", "--body_seg"], ["body", "3mm"]),
+        (["-ta", "body", "--fast"], ["body"]),
+    ],
+    ids=["body_seg", "task_body"],
+)
+def test_the_body_model_paths_equal_totalsegmentators(
+    options, networks, ct, isolated_home, tmp_path
+):
+    """--body_seg (TS's 6 mm body model crops, then the 3 mm model runs on the crop) and another
+    task (`-ta body --fast`, Dataset300) with --df 1 give TS's labels; compressed, each network
+    runs compressed under its task's name."""
+    common = ["-i", str(ct), "-d", "cpu", "-q", "--ml", *options]
+    ts = plain_ts([*common, "-o", str(tmp_path / "ts.nii.gz")], isolated_home)
+    assert ts.returncode == 0, ts.stderr
+    run = ours([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "networks: " + ", ".join(f"{n} original" for n in networks) in run.stderr
+    _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
+    compressed = ours(
+        [*common, "-o", str(tmp_path / "c.nii.gz"), "--expert-df", "body=0.5,3mm=0.5"],
+        isolated_home,
+    )
+    assert compressed.returncode == 0, compressed.stderr
+    assert "networks: " + ", ".join(f"{n} DF 0.5 (fused)" for n in networks) in compressed.stderr
+
+
+# TS's other options: each group with --df 1 gives TS's own files (they act around the networks)
+PASS_THROUGH = {
+    "statistics-options": ["--fast", "--statistics", "-sii", "-sa", "median", "-sx"],
+    "post-processing": ["--fast", "--ml", "-rmb", "20", "-ns", "1", "-nr", "1", "-ro", "0", "-ndm"]
+    + ["-v1o"],
+    "higher-order-resampling": ["--fast", "--ml", "-ho"],
+    "force-split": ["--fast", "--ml", "-fs"],
+    "save-lowres": ["--fast", "--ml", "-sl"],
+    "roi-subset-robust": ["--fast", "--ml", "-rsr", "liver", "spleen"],
+    "robust-crop": ["--fast", "--ml", "-rc", "-rs", "liver"],
+    "full-roi-subset": ["--ml", "--roi_subset", "liver", "spleen"],
+}
+
+
+@pytest.mark.parametrize("name", list(PASS_THROUGH))
+def test_ts_options_pass_through_unchanged(name, request, isolated_home, tmp_path):
+    options = PASS_THROUGH[name]
+    ml = "--ml" in options
+    outputs = {w: tmp_path / (f"{w}.nii.gz" if ml else w) for w in ("ts", "ours")}
+    ct = request.getfixturevalue("tall_ct" if "-fs" in options else "ct")
+    common = ["-i", str(ct), "-d", "cpu", "-q", *options]
+    ts = plain_ts([*common, "-o", str(outputs["ts"])], isolated_home)
+    assert ts.returncode == 0, ts.stderr
+    run = ours([*common, "-o", str(outputs["ours"]), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    if ml:
+        _same_images(outputs["ts"], outputs["ours"])
+        named = {w: sorted(p.name.removeprefix(w) for p in tmp_path.glob(f"{w}*")) for w in outputs}
+        assert named["ours"] == named["ts"]
+        return
+    expected, got = _files(outputs["ts"]), _files(outputs["ours"])
+    assert got.keys() == expected.keys()
+    for relative, path in expected.items():
+        if relative.endswith(".nii.gz"):
+            _same_images(path, got[relative])
+        elif relative.endswith(".json"):
+            _same_statistics(path, got[relative])
+
+
+def test_listing_tasks_and_classes_is_tss_own(isolated_home):
+    for args in (["-lt"], ["-lc", "body"]):
+        ts, run = plain_ts(args, isolated_home), ours(args, isolated_home)
+        assert ts.returncode == run.returncode == 0, run.stderr
+        assert run.stdout == ts.stdout and run.stdout.strip()
+    assert "body_trunc" in run.stdout
+
+
+def test_a_licence_number_is_stored_in_the_private_config_without_a_connection(
+    ct, isolated_home, tmp_path
+):
+    """TS would check a -l licence online (a connection the network guard refuses); here it is
+    stored, offline, in the config TS reads under this project (not ~/.totalsegmentator)."""
+    licence = "aca_TESTTESTTESTTE"  # TS's offline check: 18 characters
+    args = ["-i", str(ct), "-o", str(tmp_path / "o.nii.gz"), "-d", "cpu", "-q", "--fast", "--ml"]
+    run = ours([*args, "-l", licence, "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "without TotalSegmentator's online check" in run.stderr
+    probe = subprocess.run(
+        [sys.executable, "-c", "from TuckerSegmentLib.ts.environment import private_ts_home as h\n"
+         "print(h())"],
+        capture_output=True, text=True, env=_env(isolated_home), check=True,
+    )
+    config = json.loads((Path(probe.stdout.strip()) / "config.json").read_text())
+    assert config["license_number"] == licence and config["send_usage_stats"] is False
+    assert not (Path(isolated_home["HOME"]) / ".totalsegmentator").exists()

@@ -28,14 +28,14 @@ def compression_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--df",
         type=float,
-        help=f"DF for every network TS loads; 1 = TS's own networks (default: {defaults_text()})",
+        help=f"DF for every network TS loads; 1 = TS's own networks (default: {defaults_text(True)})",
     )
     group.add_argument(
         "--expert-df",
         type=expert_dfs,
         default={},
-        help="DF per model: organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, or a task "
-        "name (e.g. lung_vessels=0.5,6mm=1)",
+        help="DF per model: organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, body, or "
+        "another task's name (e.g. lung_vessels=0.7,6mm=1)",
     )
     add_factorization_options(group)
     group.add_argument("--runtime", choices=("fused", "eager"), default="fused")
@@ -43,7 +43,8 @@ def compression_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--download",
         action="store_true",
-        help="let TS download models it needs and doesn't find (the only network access)",
+        help="let TS download models it needs and doesn't find, and check a -l licence number "
+        "online (the only network access)",
     )
     return p
 
@@ -82,6 +83,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
     from ..runtime.precision import resolve_precision
     from ..storage.scratch import run_scratch
     from ..ts.command import (
+        license_validation_guard,
         run_totalsegmentator_command,
         ts_selected_device,
         weights_download_guard,
@@ -116,6 +118,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         run_scratch(),
         ts_environment(weights_dir()),
         weights_download_guard(ours.download),
+        license_validation_guard(ours.download),
         spawned_workers(),
         predictor_in_ts(predictor),
     ):

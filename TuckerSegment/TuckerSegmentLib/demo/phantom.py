@@ -56,12 +56,14 @@ VERTEBRAE = ["vertebrae_L2", "vertebrae_L1", "vertebrae_T12", "vertebrae_T11", "
 
 @dataclass
 class Phantom:
-    """A CT volume in HU (int16), its label map (TS ids, uint8) and the RAS affine."""
+    """A CT volume in HU (int16), its label map (TS ids, uint8), the RAS affine and the body
+    outline (TS's `body` task calls it body_trunc; the phantom has no extremities)."""
 
     ct: np.ndarray
     labels: np.ndarray
     affine: np.ndarray
     names: dict[int, str]
+    body: np.ndarray | None = None
 
     def to_nifti(self) -> tuple:
         """``(ct, labels)`` as nibabel images."""
@@ -193,4 +195,4 @@ def make_phantom(
     affine = np.diag([*sp, 1.0])
     affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * sp
     present = {int(i): n for n, i in ids.items() if (labels == i).any()}
-    return Phantom(ct, labels, affine, present)
+    return Phantom(ct, labels, affine, present, np.ascontiguousarray(body))

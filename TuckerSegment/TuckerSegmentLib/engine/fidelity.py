@@ -34,7 +34,24 @@ ZERO_SHOT_FLOORS: dict[str, Floor] = {
         0.3, "paper: rib_right_11/12 unstable below moderate DFs; authors' rank factor 1/3"
     ),
     "cardiac": Floor(0.5, "paper: the cardiac group is the first to collapse as DF falls"),
+    # the networks TS's command line adds (tucker-totalsegmentator)
+    "6mm": Floor(
+        0.3,
+        "TS's 6 mm model, the 3 mm model's family (authors' rank factor 1/3); as the crop model of "
+        "--roi_subset its mask only places a box that TS widens by 20 voxels",
+    ),
+    "body": Floor(
+        0.3,
+        "two large classes (body trunk, extremities); as the crop model of --body_seg its mask "
+        "only places a box",
+    ),
 }
+# every other task's models (lung_vessels, cerebral_bleed, hip_implant, …)
+OTHER_TASKS_FLOOR = Floor(
+    0.5,
+    "not studied in the paper; many are thin or small structures (vessels, bleeds, effusions, "
+    "lesions), the kind that fails first as DF falls — the cardiac group's floor",
+)
 
 
 def is_default_df(df: float) -> bool:
@@ -42,16 +59,20 @@ def is_default_df(df: float) -> bool:
     return abs(df - DEFAULT_DF) < 1e-6
 
 
+def floor_of(model: str) -> Floor:
+    """A model's zero-shot floor (a task the paper did not study: OTHER_TASKS_FLOOR)."""
+    return ZERO_SHOT_FLOORS.get(model, OTHER_TASKS_FLOOR)
+
+
 def default_df(model: str) -> float:
     """The DF a model runs at when the user gives none."""
-    floor = ZERO_SHOT_FLOORS.get(model)
-    return max(DEFAULT_DF, floor.df) if floor else DEFAULT_DF
+    return max(DEFAULT_DF, floor_of(model).df)
 
 
 def below_floor_warning(model: str, df: float) -> str | None:
     """A one-line warning when an explicitly chosen DF is below the model's zero-shot floor."""
-    floor = ZERO_SHOT_FLOORS.get(model)
-    if floor is None or df >= floor.df:
+    floor = floor_of(model)
+    if df >= floor.df:
         return None
     return (
         f"DF {df:g} for {model} is below its zero-shot fidelity floor (DF {floor.df:g}: "
@@ -59,10 +80,13 @@ def below_floor_warning(model: str, df: float) -> str | None:
     )
 
 
-def defaults_text() -> str:
-    """``DF 0.3 (0.5 for the cardiac expert)``: the defaults in one phrase."""
+def defaults_text(other_tasks: bool = False) -> str:
+    """``DF 0.3 (0.5 for the cardiac expert)``: the defaults in one phrase (``other_tasks``: also
+    the default of the models of TS's other tasks)."""
     exceptions = {
         name: default_df(name) for name in ZERO_SHOT_FLOORS if default_df(name) != DEFAULT_DF
     }
-    extra = ", ".join(f"{df:g} for the {name} expert" for name, df in exceptions.items())
-    return f"DF {DEFAULT_DF:g}" + (f" ({extra})" if extra else "")
+    extra = [f"{df:g} for the {name} expert" for name, df in exceptions.items()]
+    if other_tasks:
+        extra.append(f"{max(DEFAULT_DF, OTHER_TASKS_FLOOR.df):g} for other tasks' models")
+    return f"DF {DEFAULT_DF:g}" + (f" ({', '.join(extra)})" if extra else "")

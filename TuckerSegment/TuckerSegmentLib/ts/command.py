@@ -2,8 +2,9 @@
 
 `tucker-totalsegmentator` hands TS every argument that is not a compression option, so each
 option TS has (and each one a later TS adds) means exactly what it means to TS. Two things are
-ours: which device TS will pick (TS's own ``select_device``) and the weights download, which
-opens a connection only when the user allows it.
+ours: which device TS will pick (TS's own ``select_device``), and the two connections TS would
+open on its own — the weights download and the online check of a ``-l`` licence number — which
+happen only when the user allows them (``--download``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ def run_totalsegmentator_command(argv: list[str], prog: str) -> int:
 def ts_selected_device(ts_device: str) -> str:
     """The device TS will run on for its ``-d`` value (gpu, gpu:N, cpu, mps), by TS's own rule
     (no GPU → cpu), in torch's spelling: cpu, mps, cuda:N."""
+    import contextlib
+    import io
+
     from totalsegmentator.python_api import select_device
 
-    chosen = select_device(ts_device)
+    with contextlib.redirect_stdout(io.StringIO()):  # TS says "No GPU detected" itself when it runs
+        chosen = select_device(ts_device)
     return str(chosen) if not isinstance(chosen, str) else chosen
 
 
@@ -67,3 +72,28 @@ def weights_download_guard(allowed: bool) -> Iterator[None]:
         yield
     finally:
         api.download_pretrained_weights = original
+
+
+@contextmanager
+def license_validation_guard(allowed: bool) -> Iterator[None]:
+    """TS checks a ``-l`` licence number online before storing it. Within the context it is
+    stored without that check unless connections are ``allowed``; TS's own offline check (its
+    format) still applies when a licensed task runs."""
+    import totalsegmentator.python_api as api
+
+    original = api.set_license_number
+
+    def offline(license_number, skip_validation=False):  # noqa: ANN001, ANN202 - TS's signature
+        if not allowed and not skip_validation:
+            print(
+                "tucker-totalsegmentator: licence number stored without TotalSegmentator's online "
+                "check (add --download to allow it)",
+                file=sys.stderr,
+            )
+        return original(license_number, skip_validation=skip_validation or not allowed)
+
+    api.set_license_number = offline
+    try:
+        yield
+    finally:
+        api.set_license_number = original

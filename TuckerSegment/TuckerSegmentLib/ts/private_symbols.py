@@ -109,6 +109,12 @@ SYMBOLS = (
     ),
     PrivateSymbol(
         "totalsegmentator.python_api",
+        "set_license_number",
+        "ts/command.py",
+        "module global TS stores a -l licence with; its online check only when allowed",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.python_api",
         "select_device",
         "ts/command.py",
         "TS's rule for the device its -d value means (no GPU: cpu)",

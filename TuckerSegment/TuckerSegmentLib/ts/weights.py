@@ -60,6 +60,17 @@ def fastest_model() -> TSModel:
     return TSModel(task_id, "6mm", TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"], mode["trainer"])
 
 
+def task_model(task: str, mode: str = "default") -> TSModel:
+    """The model of one of TS's other tasks (e.g. ``task_model("body", "fast")``: Dataset300,
+    the 6 mm body model that ``--body_seg`` crops with), named like its task."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS, TASK_ID_WEIGHTS_CONFIGS
+
+    config = TASK_CONFIGS[task]
+    config = config.get("sub_modes", {}).get(mode, config)
+    task_id = config["task_id"]
+    return TSModel(task_id, task, TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"], config["trainer"])
+
+
 def weights_dir() -> Path:
     """Where TS looks for weights (honours TOTALSEG_WEIGHTS_PATH and TOTALSEG_HOME_DIR)."""
     from totalsegmentator.config import get_weights_dir
