@@ -54,10 +54,9 @@ def _prepare_cases(model, spacing: float, tmp: Path):
     from model_folder_writer import ts_class_names, ts_dataset_json
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from totalsegmentator.map_to_binary import class_map
     from TuckerSegmentLib.demo.phantom import make_phantom
     from TuckerSegmentLib.ts.architectures import old_format_plans
-
-    from totalsegmentator.map_to_binary import class_map
 
     phantoms = [make_phantom(seed, spacing) for seed in TRAIN_SEEDS]
     if model.name == "body":

@@ -347,9 +347,15 @@ def test_a_licence_number_is_stored_in_the_private_config_without_a_connection(
     assert run.returncode == 0, run.stderr
     assert "without TotalSegmentator's online check" in run.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "from TuckerSegmentLib.ts.environment import private_ts_home as h\n"
-         "print(h())"],
-        capture_output=True, text=True, env=_env(isolated_home), check=True,
+        [
+            sys.executable,
+            "-c",
+            "from TuckerSegmentLib.ts.environment import private_ts_home as h\nprint(h())",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(isolated_home),
+        check=True,
     )
     config = json.loads((Path(probe.stdout.strip()) / "config.json").read_text())
     assert config["license_number"] == licence and config["send_usage_stats"] is False
