@@ -360,3 +360,61 @@ def test_a_licence_number_is_stored_in_the_private_config_without_a_connection(
     config = json.loads((Path(probe.stdout.strip()) / "config.json").read_text())
     assert config["license_number"] == licence and config["send_usage_stats"] is False
     assert not (Path(isolated_home["HOME"]) / ".totalsegmentator").exists()
+
+
+def tucker_segment(args: list[str], isolated_home: dict) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("tucker-segment")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=_env(isolated_home), timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "ts_options, our_options, models",
+    [
+        (
+            ["--fast", "--roi_subset", "liver", "spleen"],
+            ["--fast", "--roi-subset", "liver", "spleen"],
+            ["6mm", "3mm"],
+        ),
+        (["--fastest"], ["--fastest"], ["6mm"]),
+        (
+            ["--roi_subset", "liver", "spleen"],
+            ["--roi-subset", "liver", "spleen"],
+            ["6mm", "organs"],
+        ),
+    ],
+    ids=["fast-roi_subset", "fastest", "full-roi_subset"],
+)
+def test_segment_gains_roi_subset_and_fastest(
+    ts_options, our_options, models, ct, isolated_home, tmp_path
+):
+    """`tucker-segment segment` has TS's --roi_subset and --fastest too: at --df 1 TS's labels;
+    compressed, exactly the networks TS runs for them (full mode: only the experts that know the
+    structures) are compressed, and the sidecar says so."""
+    ts = plain_ts(
+        ["-i", str(ct), "-o", str(tmp_path / "ts.nii.gz"), "-d", "cpu", "-q", "--ml", *ts_options],
+        isolated_home,
+    )
+    assert ts.returncode == 0, ts.stderr
+    common = ["segment", "-i", str(ct), "--device", "cpu", "--progress", "none", *our_options]
+    run = tucker_segment([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
+    compressed = tucker_segment([*common, "-o", str(tmp_path / "c.nii.gz")], isolated_home)
+    assert compressed.returncode == 0, compressed.stderr
+    sidecar = json.loads((tmp_path / "c.json").read_text())
+    assert list(sidecar["models"]) == models
+    assert all(m["compressed"] and m["df"] == 0.3 for m in sidecar["models"].values())
+
+
+def test_segment_refuses_unknown_roi_subset_names_in_one_line(ct, isolated_home, tmp_path):
+    run = tucker_segment(
+        ["segment", "-i", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--roi-subset", "livr"],
+        isolated_home,
+    )
+    assert run.returncode == 1 and not (tmp_path / "o.nii.gz").exists()
+    assert run.stderr.strip().splitlines() == [
+        "tucker-segment: error: unknown structure livr for --roi_subset; the names are "
+        "TotalSegmentator's (`tucker-totalsegmentator -lc` lists them), e.g. liver spleen"
+    ]

@@ -207,6 +207,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="TS's 3 mm model (Dataset297) instead of the five 1.5 mm experts",
     )
     p.add_argument(
+        "--fastest",
+        action="store_true",
+        help="TS's 6 mm model (Dataset298) alone, as TS's --fastest",
+    )
+    p.add_argument(
+        "--roi-subset",
+        "--roi_subset",
+        nargs="+",
+        default=[],
+        metavar="STRUCTURE",
+        help="only these structures (TS's names, e.g. liver spleen), as TS's --roi_subset: TS's "
+        "6 mm model finds them, then only the models that know them run, on the crop; every "
+        "network compressed",
+    )
+    p.add_argument(
         "--df",
         type=float,
         default=None,
@@ -218,7 +233,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=expert_dfs,
         default={},
         help="DF per model, e.g. organs=0.4,ribs=0.3 (organs, vertebrae, cardiac, "
-        "muscles, ribs; 3mm with --fast)",
+        "muscles, ribs; 3mm with --fast; 6mm with --fastest or --roi-subset)",
     )
     add_factorization_options(p)
     p.add_argument(
@@ -305,6 +320,8 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         compressed_models=[Path(p) for p in args.compressed_model],
         statistics=args.statistics,
         threads=args.threads,
+        roi_subset=tuple(args.roi_subset),
+        fastest=args.fastest,
     )
 
 

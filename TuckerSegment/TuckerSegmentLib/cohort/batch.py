@@ -41,7 +41,7 @@ def cohort_settings(template: SegmentOptions) -> dict[str, Any]:
     settings.pop("threads")  # how fast, not what: a re-run may use other --jobs/--threads
     settings["output"] = Path(template.output).name
     for key, value in settings.items():
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             settings[key] = [str(v) for v in value]
         elif isinstance(value, Path) or key == "weights_dir":
             settings[key] = str(value)

@@ -22,7 +22,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.fidelity import below_floor_warning, default_df
 from ..engine.ranks import DEFAULT_RANK_FLOOR, check_df
 from ..errors import TuckerSegmentError
-from ..ts.weights import TSModel, total_models
+from ..ts.weights import TSModel, run_models
 from .progress import Progress, Span
 
 
@@ -49,6 +49,8 @@ class SegmentOptions:
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
     statistics: bool = False  # TS's own --statistics JSON beside the output
     threads: int | None = None  # torch threads for the networks; None: TS's (every core)
+    roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
+    fastest: bool = False  # TS's --fastest: the 6 mm model alone
 
 
 def model_settings(
@@ -59,7 +61,7 @@ def model_settings(
     unknown = sorted(set(options.expert_df) - set(names))
     if unknown:
         raise TuckerSegmentError(
-            f"unknown expert {', '.join(unknown)} for {'--fast' if options.fast else 'full'} mode; "
+            f"unknown expert {', '.join(unknown)} for {mode_name(options)}; "
             f"choose from {', '.join(names)}"
         )
     settings: dict[str, CompressionSettings | None] = {}
@@ -76,6 +78,27 @@ def model_settings(
     return settings
 
 
+def mode_name(options: SegmentOptions) -> str:
+    """``--fast``, ``full mode`` or ``--fastest``, with ``--roi_subset`` when given."""
+    mode = "--fastest" if options.fastest else "--fast" if options.fast else "full mode"
+    return mode + (" with --roi_subset" if options.roi_subset else "")
+
+
+def _check_roi_subset(options: SegmentOptions) -> None:
+    """Names TS knows (one line naming the unknown ones, before any long work)."""
+    from ..ts.structures import structure_names
+
+    known = set(structure_names().values())
+    unknown = [name for name in options.roi_subset if name not in known]
+    if unknown:
+        raise TuckerSegmentError(
+            f"unknown structure {', '.join(unknown)} for --roi_subset; the names are "
+            "TotalSegmentator's (`tucker-totalsegmentator -lc` lists them), e.g. liver spleen"
+        )
+    if options.roi_subset and options.fastest:
+        raise TuckerSegmentError("--roi_subset crops with the 6 mm model; drop --fastest")
+
+
 def _check_paths(options: SegmentOptions) -> None:
     from .output_files import check_writable, output_kind
 
@@ -89,14 +112,14 @@ def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
     from ..ts.weights import find_model_folders
 
     try:
-        return find_model_folders(options.fast, options.weights_dir)
+        return find_model_folders(options.fast, options.weights_dir, models)
     except TuckerSegmentError:
         if not options.download:
             raise
     from ..ts.weights import download_weights
 
     download_weights(models)  # the only network access
-    return find_model_folders(options.fast, options.weights_dir)
+    return find_model_folders(options.fast, options.weights_dir, models)
 
 
 @dataclass
@@ -193,7 +216,14 @@ def _run_ts(
         export_in_process() if in_process else nullcontext(),
         predictor_in_ts(predictor),
     ):
-        image = run_total_task(ct.image, options.fast, ts_device(device), statistics)
+        image = run_total_task(
+            ct.image,
+            options.fast,
+            ts_device(device),
+            statistics,
+            roi_subset=options.roi_subset,
+            fastest=options.fastest,
+        )
     return TSRun(
         image=image,
         pipeline_s=time.perf_counter() - start,
@@ -225,7 +255,8 @@ def plan_run(options: SegmentOptions) -> RunPlan:
 
     if options.threads is not None and options.threads < 1:
         raise TuckerSegmentError("--threads must be at least 1")
-    models = total_models(options.fast)
+    _check_roi_subset(options)
+    models = run_models(options.fast, options.fastest, options.roi_subset)
     settings = model_settings(options, models)
     _check_paths(options)
     device = resolve_device(options.device)
@@ -272,7 +303,7 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
         manifest = read_manifest(path)
         match = [name for name, known in labels.items() if known == manifest.spec.labels]
         if not match:
-            mode = "--fast" if plan.options.fast else "full mode"
+            mode = mode_name(plan.options)
             declared = manifest.extra.get("model", "another TS model")
             raise TuckerSegmentError(
                 f"{path} is a compressed {declared} model, not one of {mode}'s models "
@@ -448,7 +479,14 @@ def build_sidecar(
         "input": str(options.input),
         "input_kind": ct.kind,
         "output": str(options.output),
-        "mode": "fast (3 mm, Dataset297)" if options.fast else "full (1.5 mm, five experts)",
+        "mode": (
+            "fastest (6 mm, Dataset298)"
+            if options.fastest
+            else "fast (3 mm, Dataset297)"
+            if options.fast
+            else "full (1.5 mm, five experts)"
+        ),
+        "roi_subset": list(options.roi_subset),
         "device": plan.device,
         "precision": plan.precision,
         "settings": {
@@ -527,6 +565,8 @@ def _original_run(
     options = plan.options
     settings = {
         "fast": options.fast,
+        "fastest": options.fastest,
+        "roi_subset": list(options.roi_subset),
         "device": plan.device,
         "precision": plan.precision,
         "workers": options.workers,

@@ -6,13 +6,21 @@ from pathlib import Path
 from typing import Any
 
 
-def run_total_task(image: Any, fast: bool, device: str, statistics: Path | None = None) -> Any:
+def run_total_task(
+    image: Any,
+    fast: bool,
+    device: str,
+    statistics: Path | None = None,
+    roi_subset: tuple[str, ...] = (),
+    fastest: bool = False,
+) -> Any:
     """TS's pipeline on a nibabel image; returns its 117-label image (``--ml``). ``device`` is
     TS's spelling (cpu, gpu, gpu:N, mps). Quiet, one thread for resampling and saving (the
     networks use the cores), and never any usage statistics (see environment.py).
 
     ``statistics``: where TS writes its own ``--statistics`` JSON (volume in mm³ and mean
-    intensity per structure; in fast mode TS computes them on its 3 mm image)."""
+    intensity per structure; in fast mode TS computes them on its 3 mm image). ``roi_subset``
+    and ``fastest``: TS's ``--roi_subset`` and ``--fastest``."""
     from totalsegmentator.python_api import totalsegmentator
 
     result = totalsegmentator(
@@ -20,6 +28,8 @@ def run_total_task(image: Any, fast: bool, device: str, statistics: Path | None 
         None,
         ml=True,
         fast=fast,
+        fastest=fastest,
+        roi_subset=list(roi_subset) or None,
         device=device,
         quiet=True,
         nr_thr_resamp=1,

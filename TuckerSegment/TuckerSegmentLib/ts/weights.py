@@ -60,6 +60,28 @@ def fastest_model() -> TSModel:
     return TSModel(task_id, "6mm", TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"], mode["trainer"])
 
 
+def run_models(fast: bool, fastest: bool = False, roi_subset: tuple[str, ...] = ()) -> list[TSModel]:
+    """The `total` models TS runs for these options, in TS's order: ``--fastest`` the 6 mm model
+    alone; ``--roi_subset`` the 6 mm crop model first, then (full mode) only the experts whose
+    class maps hold a chosen structure — TS's own rule (nnunet.py), so every network it loads is
+    one this run prepared."""
+    if fastest:
+        return [fastest_model()]
+    models = total_models(fast)
+    if not roi_subset:
+        return models
+    if not fast:
+        from totalsegmentator.map_to_binary import class_map_5_parts
+
+        wanted = set(roi_subset)
+        models = [
+            m
+            for m in models
+            if wanted & set(class_map_5_parts[f"class_map_part_{m.name}"].values())
+        ]
+    return [fastest_model(), *models]
+
+
 def task_model(task: str, mode: str = "default") -> TSModel:
     """The model of one of TS's other tasks (e.g. ``task_model("body", "fast")``: Dataset300,
     the 6 mm body model that ``--body_seg`` crops with), named like its task."""
@@ -78,11 +100,14 @@ def weights_dir() -> Path:
     return Path(get_weights_dir())
 
 
-def find_model_folders(fast: bool, directory: Path | None = None) -> dict[str, Path]:
-    """Model folders by model name; raises a clear error naming what is missing."""
+def find_model_folders(
+    fast: bool, directory: Path | None = None, models: list[TSModel] | None = None
+) -> dict[str, Path]:
+    """Model folders by model name (``models``: default, the mode's `total` models); raises a
+    clear error naming what is missing."""
     directory = weights_dir() if directory is None else Path(directory)
     found, missing = {}, []
-    for model in total_models(fast):
+    for model in total_models(fast) if models is None else models:
         folder = model.folder(directory)
         if (folder / "fold_0" / "checkpoint_final.pth").is_file():
             found[model.name] = folder
