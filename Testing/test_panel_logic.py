@@ -298,3 +298,43 @@ def test_stale_run_folders_are_swept(tmp_path):
     assert mine.name.startswith(f"run-{os.getpid()}-")
     assert run_folder.sweep_stale_runs(tmp_path) == [stale]
     assert not stale.exists() and mine.exists()
+
+
+def test_roi_subset_and_statistics_reach_the_cli_and_come_back_as_a_table(
+    phantom_3mm, isolated_home, tmp_path
+):
+    """The picker's structures go to `segment --roi-subset` (TS's crop with its 6 mm model, then
+    only those structures) and the statistics checkbox to `--statistics`; the loaded result has
+    only the chosen structures and a table of TS's own statistics (volume ml, mean HU)."""
+    import json
+
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    request = _request(volume, roi_subset=("liver", "spleen"), statistics=True)
+    args = request.cli_args(Path("ct.nii.gz"), Path("r.seg.nrrd"))
+    assert args[args.index("--roi-subset") :][:3] == ["--roi-subset", "liver", "spleen"]
+    assert "--statistics" in args
+    run = SegmentationRun(scene, request, sys.executable, isolated_home, tmp_path)
+    assert run.wait(timeout=600) == 0, "\n".join(run.log)
+    statistics = json.loads((run.folder / "result.statistics.json").read_text())
+    result = run.load()
+    segmentation = result.compressed.GetSegmentation()
+    found = {
+        name
+        for name in _segment_names(result.compressed)
+        if not segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(name))
+        .GetRepresentation("Binary labelmap")
+        .IsEmpty()
+    }
+    assert found and found <= {"liver", "spleen"}
+    table = result.statistics
+    assert table.GetNumberOfColumns() == 3 and table.GetColumnName(1) == "Volume ml"
+    rows = {
+        table.GetCellText(r, 0): (float(table.GetCellText(r, 1)), float(table.GetCellText(r, 2)))
+        for r in range(table.GetNumberOfRows())
+    }
+    expected = {n: v for n, v in statistics.items() if v["volume"] > 0}
+    assert rows.keys() == expected.keys() and rows
+    for name, (ml, hu) in rows.items():
+        assert ml == pytest.approx(expected[name]["volume"] / 1000, rel=1e-6)
+        assert hu == pytest.approx(expected[name]["intensity"], rel=1e-6)

@@ -297,6 +297,8 @@ PASS_THROUGH = {
     "higher-order-resampling": ["--fast", "--ml", "-ho"],
     "force-split": ["--fast", "--ml", "-fs"],
     "save-lowres": ["--fast", "--ml", "-sl"],
+    "skip-saving": ["--fast", "-ss", "--statistics"],  # statistics.json only
+    "legacy-resampling-verbose": ["--fast", "--ml", "--higher_order_resampling_LEGACY", "-v"],
     "roi-subset-robust": ["--fast", "--ml", "-rsr", "liver", "spleen"],
     "robust-crop": ["--fast", "--ml", "-rc", "-rs", "liver"],
     "full-roi-subset": ["--ml", "--roi_subset", "liver", "spleen"],
@@ -326,6 +328,30 @@ def test_ts_options_pass_through_unchanged(name, request, isolated_home, tmp_pat
             _same_images(path, got[relative])
         elif relative.endswith(".json"):
             _same_statistics(path, got[relative])
+
+
+def test_run_report_and_probabilities_are_tss_own(ct, isolated_home, tmp_path):
+    """-rp (TS's JSON run report) and -sp (nnU-Net's class probabilities) at --df 1."""
+    for who, runner, extra in (("ts", plain_ts, []), ("ours", ours, ["--df", "1"])):
+        folder = tmp_path / who
+        folder.mkdir()
+        args = ["-i", str(ct), "-o", str(folder / "seg.nii.gz"), "-d", "cpu", "-q", "--fast"]
+        args += ["--ml", "-rp", str(folder / "report.json"), "-sp", str(folder / "probs.npz")]
+        result = runner([*args, *extra], isolated_home)
+        assert result.returncode == 0, result.stderr
+    reports = {w: json.loads((tmp_path / w / "report.json").read_text()) for w in ("ts", "ours")}
+    assert reports["ours"].keys() == reports["ts"].keys()
+    for key in ("task", "fast", "ml", "classes"):
+        if key in reports["ts"]:
+            assert reports["ours"][key] == reports["ts"][key], key
+    probabilities = {w: sorted((tmp_path / w).glob("probs*")) for w in ("ts", "ours")}
+    assert [p.name for p in probabilities["ours"]] == [p.name for p in probabilities["ts"]]
+    assert probabilities["ts"]
+    for a, b in zip(probabilities["ts"], probabilities["ours"], strict=True):
+        if a.suffix == ".npz":
+            first, second = np.load(a), np.load(b)
+            for name in first.files:
+                np.testing.assert_allclose(first[name], second[name], atol=1e-5)
 
 
 def test_listing_tasks_and_classes_is_tss_own(isolated_home):

@@ -16,6 +16,7 @@ import sys
 
 import qt
 import slicer
+import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -82,6 +83,8 @@ if VERSION_PROBLEM is None:
         method: Annotated[str, Choice(METHODS)] = "hosvd"
         expertDf: str = ""
         fineTunedModels: str = ""  # `tucker-segment finetune` outputs, separated by ";"
+        statistics: bool = False
+        roiSubset: str = ""  # not bound: the structure picker's checked names, space-separated
         recommendationApplied: bool = False  # not bound: the device recommendation, once
 
 
@@ -136,12 +139,15 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButton)
         self.ui.agreementTableView.clicked.connect(self.onTableRowClicked)
+        self.ui.structureSearchLineEdit.textChanged.connect(self.onStructureSearch)
+        self.ui.structureListWidget.itemChanged.connect(self.onStructureChecked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.deviceComboBox.addItem("CPU (detecting GPUs...)", "cpu")
         self.initializeParameterNode()
         self.startDeviceProbe()
         self.updateModelSize()
+        self.fillStructureList()
         self.updateButton()
 
     def cleanup(self):
@@ -167,6 +173,9 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancelRun()
         self.logic.endWorker()
         self.logic.result = None
+        self.ui.agreementTableView.setMRMLTableNode(None)
+        self.ui.statisticsTableView.setMRMLTableNode(None)
+        self.ui.statisticsTableView.visible = False
         self.setRunning(False)
         self.setParameterNode(None)
 
@@ -186,9 +195,18 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            self.removeObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified
+            )
         self._parameterNode = node
         if node is not None:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
+            # a loaded scene copies its values into this node: the picker follows (roiSubset)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.checkStructures()
+
+    def onParameterNodeModified(self, caller=None, event=None):
+        self.checkStructures()
 
     def startDeviceProbe(self):
         """Detect GPUs in a child process (see device_choices.py); results arrive in onPoll."""
@@ -233,6 +251,69 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception:  # torch missing or broken: no size until it is installed
             self.ui.modelSizeLabel.text = ""
 
+    def fillStructureList(self):
+        """TS's structures as checkable rows (once TS is installed: else a note, and again after
+        the first-use install)."""
+        from TuckerSegmentLib.panel.structure_picker import structure_choices
+
+        if self.ui.structureListWidget.count > 0:
+            return
+        try:
+            names = structure_choices()
+        except Exception:  # TotalSegmentator is installed on the first Segment
+            self.ui.roiSubsetLabel.text = (
+                "All structures. The list to choose from appears once TotalSegmentator is "
+                "installed (first Segment)."
+            )
+            return
+        self.ui.structureListWidget.blockSignals(True)
+        for name in names:
+            item = qt.QListWidgetItem(name)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Unchecked)
+            self.ui.structureListWidget.addItem(item)
+        self.ui.structureListWidget.blockSignals(False)
+        self.checkStructures()
+        self.onStructureSearch(self.ui.structureSearchLineEdit.text)  # typed before the install
+
+    def checkStructures(self):
+        """Check the rows the parameter node names (a loaded scene brings its own subset)."""
+        from TuckerSegmentLib.panel.structure_picker import parse_subset, subset_summary
+
+        chosen = parse_subset(self._parameterNode.roiSubset) if self._parameterNode else ()
+        widget = self.ui.structureListWidget
+        widget.blockSignals(True)
+        for row in range(widget.count):
+            item = widget.item(row)
+            item.setCheckState(qt.Qt.Checked if item.text() in chosen else qt.Qt.Unchecked)
+        widget.blockSignals(False)
+        if widget.count > 0:
+            self.ui.roiSubsetLabel.text = subset_summary(chosen, widget.count)
+
+    def onStructureChecked(self, item):
+        """Keep the checked names in the parameter node, in the list's order."""
+        from TuckerSegmentLib.panel.structure_picker import format_subset, subset_summary
+
+        if self._parameterNode is None:
+            return
+        widget = self.ui.structureListWidget
+        checked = [
+            widget.item(row).text()
+            for row in range(widget.count)
+            if widget.item(row).checkState() == qt.Qt.Checked
+        ]
+        self._parameterNode.roiSubset = format_subset(checked)
+        self.ui.roiSubsetLabel.text = subset_summary(tuple(checked), widget.count)
+
+    def onStructureSearch(self, text):
+        """Show only the rows whose name has every word typed (checked rows stay checked)."""
+        from TuckerSegmentLib.panel.structure_picker import matches
+
+        widget = self.ui.structureListWidget
+        for row in range(widget.count):
+            item = widget.item(row)
+            item.setHidden(not matches(item.text(), text))
+
     def updateButton(self, *_):
         running = self.logic is not None and self.logic.run is not None
         self.ui.segmentButton.text = "Cancel" if running else "Segment"
@@ -262,6 +343,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outcome.installed_something:
             self.startDeviceProbe()  # GPUs show up once torch is there
             self.updateModelSize()
+            self.fillStructureList()  # TS's structure names, now that TS is there
             if outcome.ok:
                 self.ui.statusLabel.text = (
                     "Packages installed. Check the device list, then click Segment."
@@ -273,6 +355,8 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         request = self.logic.request(self._parameterNode, self.ui.deviceComboBox.currentData)
         self.ui.logTextEdit.clear()
+        self.ui.statisticsTableView.setMRMLTableNode(None)  # the new run's, or none
+        self.ui.statisticsTableView.visible = False
         self.ui.progressBar.value = 0
         try:
             self.logic.startRun(request)
@@ -309,6 +393,8 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 else:
                     self.ui.timingsLabel.text = result.text
                     self.ui.agreementTableView.setMRMLTableNode(result.table)
+                    self.ui.statisticsTableView.setMRMLTableNode(result.statistics)
+                    self.ui.statisticsTableView.visible = result.statistics is not None
                     self.ui.statusLabel.text = "Done."
             else:
                 slicer.util.errorDisplay(f"TuckerSegment failed: {run.error}")
@@ -367,6 +453,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
     def request(self, parameters, device):
         """The run's settings, captured now: later changes in the panel do not affect it."""
         from TuckerSegmentLib.panel.segmentation_run import RunRequest
+        from TuckerSegmentLib.panel.structure_picker import parse_subset
 
         output = parameters.outputSegmentation
         return RunRequest(
@@ -383,6 +470,8 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
             compressed_models=tuple(
                 p.strip() for p in parameters.fineTunedModels.split(";") if p.strip()
             ),
+            roi_subset=parse_subset(parameters.roiSubset),
+            statistics=parameters.statistics,
         )
 
     def startRun(self, request):

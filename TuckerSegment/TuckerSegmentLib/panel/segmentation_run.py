@@ -40,6 +40,8 @@ class RunRequest:
     expert_df: str = ""
     weights_dir: str | None = None
     compressed_models: tuple[str, ...] = ()  # fine-tuned models (`finetune -o`)
+    roi_subset: tuple[str, ...] = ()  # TS's --roi_subset (structure_picker.py)
+    statistics: bool = False  # TS's --statistics, shown as a table
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
@@ -61,6 +63,10 @@ class RunRequest:
             args += ["--weights-dir", self.weights_dir]
         for model in self.compressed_models:
             args += ["--compressed-model", model]
+        if self.roi_subset:
+            args += ["--roi-subset", *self.roi_subset]
+        if self.statistics:
+            args.append("--statistics")
         return args
 
 
@@ -72,6 +78,7 @@ class RunResult:
     original: Any | None = None
     table: Any | None = None
     text: str = ""
+    statistics: Any | None = None  # TS's statistics as a table node
 
 
 class SegmentationRun:
@@ -161,7 +168,7 @@ def load_run_folder(
     --compare, the original's .seg.nrrd and the agreement CSV): nothing is recomputed."""
     from ..pipeline.agreement import read_agreement_csv
     from .comparison_view import show_side_by_side
-    from .slicer_nodes import agreement_table_node
+    from .slicer_nodes import agreement_table_node, statistics_table_node
 
     volume = scene.GetNodeByID(request.volume_id)
     output = scene.GetNodeByID(request.output_id) if request.output_id else None
@@ -197,6 +204,11 @@ def load_run_folder(
         text += f"; original {t['original_s']:.1f} s (networks {t['original_network_s']:.1f} s)"
         if mean is not None:
             text += f"; mean Dice {mean:.3f}"
+    if sidecar.get("statistics"):
+        statistics = json.loads(Path(sidecar["statistics"]).read_text())
+        result.statistics = statistics_table_node(
+            scene, statistics, f"{volume.GetName()} statistics"
+        )
     result.text = text
     return result
 

@@ -87,6 +87,36 @@ def agreement_table_node(scene: Any, report, name: str = "TuckerSegment agreemen
     return table
 
 
+def statistics_table_node(scene: Any, statistics: dict, name: str = "TuckerSegment statistics"):
+    """A table node of TotalSegmentator's own ``--statistics`` (volume in mm³ and mean
+    intensity per structure; TS's JSON as `segment` wrote it): structures found, by name."""
+    import vtk
+
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    columns = [
+        ("Structure", vtk.vtkStringArray),
+        ("Volume ml", vtk.vtkDoubleArray),
+        ("Mean HU", vtk.vtkDoubleArray),
+    ]
+    arrays = []
+    for title, kind in columns:
+        array = kind()
+        array.SetName(title)
+        arrays.append(array)
+    for structure in sorted(statistics):
+        values = statistics[structure]
+        if not values.get("volume"):
+            continue  # not found (or TS left it out: touching the image border)
+        arrays[0].InsertNextValue(structure)
+        arrays[1].InsertNextValue(values["volume"] / 1000.0)
+        arrays[2].InsertNextValue(values["intensity"])
+    for array in arrays:
+        table.AddColumn(array)
+    table.SetUseColumnTitleAsColumnHeader(True)
+    table.SetLocked(True)
+    return table
+
+
 def table_row(table: Any, view_row: int) -> int:
     """The vtkTable row behind a row index of Slicer's table view (qMRMLTableModel): with
     UseColumnTitleAsColumnHeader off, Slicer's default, the view's row 0 holds the column names."""

@@ -60,7 +60,9 @@ def fastest_model() -> TSModel:
     return TSModel(task_id, "6mm", TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"], mode["trainer"])
 
 
-def run_models(fast: bool, fastest: bool = False, roi_subset: tuple[str, ...] = ()) -> list[TSModel]:
+def run_models(
+    fast: bool, fastest: bool = False, roi_subset: tuple[str, ...] = ()
+) -> list[TSModel]:
     """The `total` models TS runs for these options, in TS's order: ``--fastest`` the 6 mm model
     alone; ``--roi_subset`` the 6 mm crop model first, then (full mode) only the experts whose
     class maps hold a chosen structure — TS's own rule (nnunet.py), so every network it loads is
