@@ -338,3 +338,17 @@ def test_roi_subset_and_statistics_reach_the_cli_and_come_back_as_a_table(
     for name, (ml, hu) in rows.items():
         assert ml == pytest.approx(expected[name]["volume"] / 1000, rel=1e-6)
         assert hu == pytest.approx(expected[name]["intensity"], rel=1e-6)
+
+
+def test_another_task_runs_through_the_panel(phantom_3mm, isolated_home, tmp_path):
+    """Task body (fast, the Dataset300 test model): `segment --task body --fast`, loaded with
+    the task's structure names under a name that says the task."""
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    request = _request(volume, task="body", df=0.3)
+    assert request.cli_args(Path("ct.nii.gz"), Path("r.seg.nrrd"))[-2:] == ["--task", "body"]
+    run = SegmentationRun(scene, request, sys.executable, isolated_home, tmp_path)
+    assert run.wait(timeout=600) == 0, "\n".join(run.log)
+    result = run.load()
+    assert "body_trunc" in _segment_names(result.compressed)
+    assert result.compressed.GetName() == "Phantom CT TuckerSegment body DF 0.3"

@@ -310,3 +310,12 @@ def test_requirements_file_ships_with_the_module():
     cmake = (MODULE / "CMakeLists.txt").read_text()
     assert "Resources/requirements.txt" in cmake
     assert "REQUIREMENTS_FILE" in SOURCE and "requirements.txt" in SOURCE
+
+
+def test_the_task_choices_are_tss_open_ct_tasks():
+    """The panel's task list is static (the module imports no TS before its first-use install);
+    it must stay TotalSegmentator's own list of CT tasks that need no licence."""
+    from TuckerSegmentLib.ts.tasks import open_ct_tasks
+
+    assert _constants()["TASKS"] == open_ct_tasks()
+    assert _parameter_fields()["task"][1]["Choice"][0][0] == "total"

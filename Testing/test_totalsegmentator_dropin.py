@@ -444,3 +444,58 @@ def test_segment_refuses_unknown_roi_subset_names_in_one_line(ct, isolated_home,
         "tucker-segment: error: unknown structure livr for --roi_subset; the names are "
         "TotalSegmentator's (`tucker-totalsegmentator -lc` lists them), e.g. liver spleen"
     ]
+
+
+def test_segment_runs_tss_other_tasks(ct, isolated_home, tmp_path):
+    """`segment --task body --fast` (Dataset300): at --df 1 TS's own `-ta body --fast` labels;
+    compressed at the body default (0.3), written as a .seg.nrrd with the task's names."""
+    import slicerio
+
+    ts = plain_ts(
+        ["-i", str(ct), "-o", str(tmp_path / "ts.nii.gz"), "-d", "cpu", "-q", "--ml"]
+        + ["-ta", "body", "--fast"],
+        isolated_home,
+    )
+    assert ts.returncode == 0, ts.stderr
+    common = ["segment", "-i", str(ct), "--device", "cpu", "--progress", "none"]
+    common += ["--task", "body", "--fast"]
+    run = tucker_segment([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
+    compressed = tucker_segment([*common, "-o", str(tmp_path / "c.seg.nrrd")], isolated_home)
+    assert compressed.returncode == 0, compressed.stderr
+    sidecar = json.loads((tmp_path / "c.json").read_text())
+    assert sidecar["task"] == "body" and sidecar["labels"] == {
+        "1": "body_trunc",
+        "2": "body_extremities",
+    }
+    assert {n: m["df"] for n, m in sidecar["models"].items()} == {"body": 0.3}
+    segments = slicerio.read_segmentation(str(tmp_path / "c.seg.nrrd"), skip_voxels=True)
+    assert [s["name"] for s in segments["segments"]] == ["body_trunc"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "total_mr"], "task total_mr is one of TotalSegmentator's MR tasks"),
+        (["--task", "nope"], "unknown task nope; TotalSegmentator's open CT tasks: total, "),
+        (["--task", "heartchambers_highres"], "needs a TotalSegmentator licence"),
+        (
+            ["--task", "cerebral_bleed", "--fast"],
+            "task cerebral_bleed does not work with option --fast",
+        ),
+        (["--task", "body", "--roi-subset", "liver"], "TS's options of task total, not body"),
+        (["--task", "lung_vessels"], "weights missing"),
+    ],
+    ids=["mr", "unknown", "licensed", "no-fast", "roi-subset", "missing-model"],
+)
+def test_segment_refuses_tasks_it_cannot_run_in_one_line(
+    args, message, ct, isolated_home, tmp_path
+):
+    run = tucker_segment(
+        ["segment", "-i", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--progress", "none", *args],
+        isolated_home,
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and message in lines[0], run.stderr
+    assert not (tmp_path / "o.nii.gz").exists()

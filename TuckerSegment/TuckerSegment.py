@@ -34,6 +34,37 @@ REQUIREMENTS_FILE = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
 QUALITIES = ["fast (3 mm)", "full (5 × 1.5 mm experts)"]
 PRECISIONS = ["fp32", "fp16", "bf16"]
 METHODS = ["hosvd", "hooi"]
+# TotalSegmentator 2.18's CT tasks that need no licence (a test keeps this equal to TS's registry,
+# ts/tasks.py open_ct_tasks); licensed ones run with `tucker-totalsegmentator -l`
+TASKS = [
+    "total",
+    "abdominal_muscles",
+    "body",
+    "breasts",
+    "cerebral_bleed",
+    "craniofacial_structures",
+    "head_glands_cavities",
+    "head_muscles",
+    "headneck_bones_vessels",
+    "headneck_muscles",
+    "hip_implant",
+    "kidney_cysts",
+    "liver_lesions",
+    "liver_segments",
+    "liver_vessels",
+    "lung_nodules",
+    "lung_vessels",
+    "lung_vessels_LEGACY",
+    "oculomotor_muscles",
+    "pleural_pericard_effusion",
+    "teeth",
+    "total_v3",
+    "trunk_cavities",
+    "ventricle_parts",
+    "vertebrae_body",
+    "vertebrae_pp",
+    "vertebrae_pp_refined",
+]
 
 
 def versionProblem(slicerVersion, pythonVersion):
@@ -75,6 +106,7 @@ if VERSION_PROBLEM is None:
 
         inputVolume: vtkMRMLScalarVolumeNode
         outputSegmentation: vtkMRMLSegmentationNode
+        task: Annotated[str, Choice(TASKS)] = "total"
         quality: Annotated[str, Choice(QUALITIES)] = QUALITIES[0]
         df: Annotated[float, WithinRange(0.05, 1.0)] = DEFAULT_DF
         precision: Annotated[str, Choice(PRECISIONS)] = "fp32"
@@ -135,6 +167,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = TuckerSegmentLogic()
         self.ui.dfSlider.valueChanged.connect(self.updateModelSize)
         self.ui.qualityComboBox.currentIndexChanged.connect(self.updateModelSize)
+        self.ui.taskComboBox.currentIndexChanged.connect(self.updateModelSize)
         self.ui.rankFloorSpinBox.valueChanged.connect(self.updateModelSize)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.updateButton)
@@ -241,6 +274,15 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateModelSize(self, *_):
         """Parameters, GFLOPs and compression ratio for the chosen DF (precomputed, instant)."""
         if self.ui.qualityComboBox.currentIndex < 0:  # the parameter node refilling the combo
+            return
+        task = self.ui.taskComboBox.currentText or "total"
+        self.ui.structureListWidget.enabled = task == "total"  # TS's --roi_subset: total only
+        self.ui.structureSearchLineEdit.enabled = task == "total"
+        if task != "total":
+            self.ui.modelSizeLabel.text = (
+                f"Task {task}: each network it runs is compressed as it loads (at the slider's "
+                "default: DF 0.5 for tasks the paper did not study, 0.3 for body)."
+            )
             return
         try:
             self.ui.modelSizeLabel.text = self.logic.modelSizeText(
@@ -454,12 +496,16 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
         """The run's settings, captured now: later changes in the panel do not affect it."""
         from TuckerSegmentLib.panel.segmentation_run import RunRequest
         from TuckerSegmentLib.panel.structure_picker import parse_subset
+        from TuckerSegmentLib.ts.tasks import has_fast_mode
 
         output = parameters.outputSegmentation
+        total = parameters.task == "total"
         return RunRequest(
             volume_id=parameters.inputVolume.GetID(),
             output_id=output.GetID() if output else None,
-            fast=parameters.quality == QUALITIES[0],
+            task=parameters.task,
+            # fast for a task only where TS has a fast mode (body); else its own resolution
+            fast=parameters.quality == QUALITIES[0] and (total or has_fast_mode(parameters.task)),
             df=parameters.df,
             device=device or "cpu",
             precision=parameters.precision,
@@ -470,7 +516,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
             compressed_models=tuple(
                 p.strip() for p in parameters.fineTunedModels.split(";") if p.strip()
             ),
-            roi_subset=parse_subset(parameters.roiSubset),
+            roi_subset=parse_subset(parameters.roiSubset) if total else (),
             statistics=parameters.statistics,
         )
 

@@ -207,6 +207,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="TS's 3 mm model (Dataset297) instead of the five 1.5 mm experts",
     )
     p.add_argument(
+        "--task",
+        default="total",
+        help="TotalSegmentator's task (default: total, its 117 structures): another of its open "
+        "CT tasks, e.g. body, lung_vessels, cerebral_bleed, hip_implant, "
+        "pleural_pericard_effusion (`tucker-totalsegmentator -lt` lists them); every network "
+        "it runs compressed (DF default 0.5 for tasks the paper did not study, 0.3 for body)",
+    )
+    p.add_argument(
         "--fastest",
         action="store_true",
         help="TS's 6 mm model (Dataset298) alone, as TS's --fastest",
@@ -322,6 +330,7 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         threads=args.threads,
         roi_subset=tuple(args.roi_subset),
         fastest=args.fastest,
+        task=args.task,
     )
 
 

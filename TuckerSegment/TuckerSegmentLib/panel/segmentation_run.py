@@ -41,6 +41,7 @@ class RunRequest:
     weights_dir: str | None = None
     compressed_models: tuple[str, ...] = ()  # fine-tuned models (`finetune -o`)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset (structure_picker.py)
+    task: str = "total"  # TS's --task
     statistics: bool = False  # TS's --statistics, shown as a table
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
@@ -67,6 +68,8 @@ class RunRequest:
             args += ["--roi-subset", *self.roi_subset]
         if self.statistics:
             args.append("--statistics")
+        if self.task != "total":
+            args += ["--task", self.task]
         return args
 
 
@@ -175,6 +178,8 @@ def load_run_folder(
     sidecar = json.loads((folder / "result.json").read_text())
     dfs = sorted({m["df"] for m in sidecar["models"].values()})
     label = "DF " + "/".join(f"{df:g}" for df in dfs)
+    if request.task != "total":
+        label = f"{request.task} {label}"
     compressed = load_segmentation(
         scene,
         folder / SegmentationRun.RESULT,
@@ -192,7 +197,8 @@ def load_run_folder(
         result.original = load_segmentation(
             scene,
             Path(comparison["original_output"]),
-            f"{volume.GetName()} TotalSegmentator",
+            f"{volume.GetName()} TotalSegmentator"
+            + (f" {request.task}" if request.task != "total" else ""),
             volume,
         )
         _same_folder(scene, volume, result.original)

@@ -119,16 +119,16 @@ def write_nifti(image, path: Path) -> None:
     nib.save(image, str(path))
 
 
-def write_seg_nrrd(labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
+def write_seg_nrrd(labels: np.ndarray, affine: np.ndarray, path: Path, task: str = "total") -> None:
     """A Slicer segmentation (one layer, label value = TS id) with names, fixed colors and
-    SNOMED CT terminology."""
+    SNOMED CT terminology (the class map of TS's ``task``)."""
     import slicerio
 
     from ..ts.structures import structure_colors, structure_names
     from ..ts.terminology import structure_terminology
 
-    names, colors = structure_names(), structure_colors()
-    terms = structure_terminology()
+    names, colors = structure_names(task), structure_colors(task)
+    terms = structure_terminology(task)
     voxels = np.asarray(labels).astype(np.uint8)
     ras_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0])
     segments = []
@@ -159,9 +159,9 @@ def write_seg_nrrd(labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
     slicerio.write_segmentation(str(path), segmentation)
 
 
-def write_segmentation(image, target: Path, staging_path: Path) -> None:
+def write_segmentation(image, target: Path, staging_path: Path, task: str = "total") -> None:
     """Write TS's result ``image`` to ``staging_path`` in the format of ``target``'s suffix."""
     if output_kind(target) == "nifti":
         write_nifti(image, staging_path)
     else:
-        write_seg_nrrd(np.asanyarray(image.dataobj), image.affine, staging_path)
+        write_seg_nrrd(np.asanyarray(image.dataobj), image.affine, staging_path, task)

@@ -22,7 +22,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.fidelity import below_floor_warning, default_df
 from ..engine.ranks import DEFAULT_RANK_FLOOR, check_df
 from ..errors import TuckerSegmentError
-from ..ts.weights import TSModel, run_models
+from ..ts.weights import TSModel, run_models, task_run_models
 from .progress import Progress, Span
 
 
@@ -51,6 +51,7 @@ class SegmentOptions:
     threads: int | None = None  # torch threads for the networks; None: TS's (every core)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
     fastest: bool = False  # TS's --fastest: the 6 mm model alone
+    task: str = "total"  # TS's --task: one of its open CT tasks (body, lung_vessels, …)
 
 
 def model_settings(
@@ -79,16 +80,38 @@ def model_settings(
 
 
 def mode_name(options: SegmentOptions) -> str:
-    """``--fast``, ``full mode`` or ``--fastest``, with ``--roi_subset`` when given."""
+    """``--fast``, ``full mode`` or ``--fastest``, with ``--roi_subset`` or the task."""
     mode = "--fastest" if options.fastest else "--fast" if options.fast else "full mode"
-    return mode + (" with --roi_subset" if options.roi_subset else "")
+    mode += " with --roi_subset" if options.roi_subset else ""
+    return mode + (f" of task {options.task}" if options.task != "total" else "")
+
+
+def _check_task(options: SegmentOptions) -> list[TSModel]:
+    """An open CT task of TS's, and the models it runs; one line for anything else."""
+    if options.task == "total":
+        return run_models(options.fast, options.fastest, options.roi_subset)
+    from ..ts.tasks import open_ct_tasks, task_problem
+
+    problem = task_problem(options.task)
+    if problem:
+        raise TuckerSegmentError(problem)
+    if options.roi_subset or options.fastest:
+        raise TuckerSegmentError(
+            f"--roi-subset and --fastest are TS's options of task total, not {options.task}"
+        )
+    if options.task not in open_ct_tasks():  # pragma: no cover - task_problem says why
+        raise TuckerSegmentError(f"task {options.task} is not offered")
+    try:
+        return task_run_models(options.task, options.fast)
+    except ValueError as error:  # TS: e.g. "task X does not work with option --fast"
+        raise TuckerSegmentError(str(error)) from None
 
 
 def _check_roi_subset(options: SegmentOptions) -> None:
     """Names TS knows (one line naming the unknown ones, before any long work)."""
     from ..ts.structures import structure_names
 
-    known = set(structure_names().values())
+    known = set(structure_names(options.task).values())
     unknown = [name for name in options.roi_subset if name not in known]
     if unknown:
         raise TuckerSegmentError(
@@ -112,14 +135,14 @@ def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
     from ..ts.weights import find_model_folders
 
     try:
-        return find_model_folders(options.fast, options.weights_dir, models)
+        return find_model_folders(options.fast, options.weights_dir, models, options.task)
     except TuckerSegmentError:
         if not options.download:
             raise
     from ..ts.weights import download_weights
 
     download_weights(models)  # the only network access
-    return find_model_folders(options.fast, options.weights_dir, models)
+    return find_model_folders(options.fast, options.weights_dir, models, options.task)
 
 
 @dataclass
@@ -182,13 +205,18 @@ def _run_ts(
     from ..runtime.devices import device_kind, ts_device
     from ..ts.in_process import export_in_process, spawned_workers
     from ..ts.predictor import predictor_class, predictor_in_ts
-    from ..ts.run import run_total_task
+    from ..ts.run import run_ts_task
 
     order = list(models_by_folder)
     wrappers = []
     threads: list[int] = []  # torch threads each model's network runs with
 
     def choose(folder: Path, fold_states: list[dict]) -> list | None:
+        if folder.resolve() not in models_by_folder:  # never an original network by surprise
+            raise TuckerSegmentError(
+                f"TotalSegmentator loaded {folder.parent.name}, a model this run did not plan "
+                f"for ({mode_name(options)}); please report it with the command you ran"
+            )
         model = prepared.get(folder.resolve())
         if model is None or model.network is None:
             return None
@@ -216,13 +244,14 @@ def _run_ts(
         export_in_process() if in_process else nullcontext(),
         predictor_in_ts(predictor),
     ):
-        image = run_total_task(
+        image = run_ts_task(
             ct.image,
             options.fast,
             ts_device(device),
             statistics,
             roi_subset=options.roi_subset,
             fastest=options.fastest,
+            task=options.task,
         )
     return TSRun(
         image=image,
@@ -255,8 +284,8 @@ def plan_run(options: SegmentOptions) -> RunPlan:
 
     if options.threads is not None and options.threads < 1:
         raise TuckerSegmentError("--threads must be at least 1")
+    models = _check_task(options)
     _check_roi_subset(options)
-    models = run_models(options.fast, options.fastest, options.roi_subset)
     settings = model_settings(options, models)
     _check_paths(options)
     device = resolve_device(options.device)
@@ -450,7 +479,7 @@ def _prepare_model(
     return prepared, info
 
 
-def compare_runs(original: Any, result: Any) -> Any:
+def compare_runs(original: Any, result: Any, task: str = "total") -> Any:
     """Per-structure agreement of the original networks' labels and ours."""
     import numpy as np
 
@@ -461,7 +490,7 @@ def compare_runs(original: Any, result: Any) -> Any:
         np.asanyarray(original.dataobj),
         np.asanyarray(result.dataobj),
         tuple(float(z) for z in result.header.get_zooms()[:3]),
-        structure_names(),
+        structure_names(task),
     )
 
 
@@ -480,7 +509,9 @@ def build_sidecar(
         "input_kind": ct.kind,
         "output": str(options.output),
         "mode": (
-            "fastest (6 mm, Dataset298)"
+            f"task {options.task}" + (" (fast)" if options.fast else "")
+            if options.task != "total"
+            else "fastest (6 mm, Dataset298)"
             if options.fastest
             else "fast (3 mm, Dataset297)"
             if options.fast
@@ -500,7 +531,8 @@ def build_sidecar(
         },
         "models": model_info,
         "patches": run.patches,
-        "labels": {str(k): v for k, v in structure_names().items()},
+        "task": options.task,
+        "labels": {str(k): v for k, v in structure_names(options.task).items()},
         "warnings": ct.warnings,
         "versions": library_versions(),
     }
@@ -539,13 +571,13 @@ def write_outputs(
     output = plan.options.output
     t = time.perf_counter()
     with staged_outputs() as staged:
-        write_segmentation(result, output, staged.path_for(output))
+        write_segmentation(result, output, staged.path_for(output), plan.options.task)
         if result_statistics is not None:
             target = Path(sidecar["statistics"])
             shutil.copyfile(result_statistics, staged.path_for(target))  # TS's file, as written
         if original is not None:
             target = Path(sidecar["comparison"]["original_output"])
-            write_segmentation(original, target, staged.path_for(target))
+            write_segmentation(original, target, staged.path_for(target), plan.options.task)
             report = Path(sidecar["comparison"]["report"])
             staged.path_for(report).write_text(agreement.to_csv())
         timings["write_s"] = time.perf_counter() - t
@@ -564,6 +596,7 @@ def _original_run(
 
     options = plan.options
     settings = {
+        "task": options.task,
         "fast": options.fast,
         "fastest": options.fastest,
         "roi_subset": list(options.roi_subset),
@@ -655,7 +688,7 @@ def _segment(plan: RunPlan, progress: Progress, scratch: Path, t0: float) -> dic
     if original is not None:
         progress.update("compare", 0.9, "agreement with the original networks")
         t = time.perf_counter()
-        agreement = compare_runs(original, run.image)
+        agreement = compare_runs(original, run.image, options.task)
         timings["compare_s"] = time.perf_counter() - t
     sidecar = build_sidecar(plan, ct, model_info, run, timings, agreement)
     if "comparison" in sidecar:

@@ -109,6 +109,24 @@ SYMBOLS = (
     ),
     PrivateSymbol(
         "totalsegmentator.python_api",
+        "get_task_config",
+        "ts/weights.py",
+        "a task's effective config (task ids, trainer, crop, crop model) for `segment --task`",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.registry",
+        "requires_license",
+        "ts/tasks.py",
+        "which tasks need TS's licence (left to tucker-totalsegmentator -l)",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.registry",
+        "task_modality",
+        "ts/tasks.py",
+        "CT or MR per task (`segment --task` offers CT tasks)",
+    ),
+    PrivateSymbol(
+        "totalsegmentator.python_api",
         "set_license_number",
         "ts/command.py",
         "module global TS stores a -l licence with; its online check only when allowed",

@@ -1,4 +1,5 @@
-"""TotalSegmentator's own `total` task, called through its Python API."""
+"""TotalSegmentator's own pipeline for a task (`total` or another), called through its Python
+API."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
-def run_total_task(
+def run_ts_task(
     image: Any,
     fast: bool,
     device: str,
     statistics: Path | None = None,
     roi_subset: tuple[str, ...] = (),
     fastest: bool = False,
+    task: str = "total",
 ) -> Any:
     """TS's pipeline on a nibabel image; returns its 117-label image (``--ml``). ``device`` is
     TS's spelling (cpu, gpu, gpu:N, mps). Quiet, one thread for resampling and saving (the
@@ -20,7 +22,7 @@ def run_total_task(
 
     ``statistics``: where TS writes its own ``--statistics`` JSON (volume in mm³ and mean
     intensity per structure; in fast mode TS computes them on its 3 mm image). ``roi_subset``
-    and ``fastest``: TS's ``--roi_subset`` and ``--fastest``."""
+    and ``fastest``: TS's ``--roi_subset`` and ``--fastest``; ``task``: TS's ``--task``."""
     from totalsegmentator.python_api import totalsegmentator
 
     result = totalsegmentator(
@@ -34,7 +36,7 @@ def run_total_task(
         quiet=True,
         nr_thr_resamp=1,
         nr_thr_saving=1,
-        task="total",
+        task=task,
         statistics=str(statistics) if statistics else False,
     )
     return result[0] if statistics else result

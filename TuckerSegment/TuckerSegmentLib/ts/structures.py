@@ -7,7 +7,7 @@ original results are compared at a glance.
 from __future__ import annotations
 
 import colorsys
-from functools import lru_cache
+from functools import cache
 
 # (name prefix or name, base RGB 0-1); the first match wins; families get shades of one hue
 _FAMILIES: list[tuple[str, tuple[float, float, float]]] = [
@@ -57,15 +57,19 @@ _FAMILIES: list[tuple[str, tuple[float, float, float]]] = [
     ("gluteus", (0.68, 0.30, 0.25)),
     ("autochthon", (0.75, 0.35, 0.28)),
     ("iliopsoas", (0.80, 0.40, 0.32)),
+    ("body", (0.93, 0.80, 0.68)),  # TS's body task: trunk and extremities
+    ("vessel", (0.85, 0.25, 0.25)),
+    ("effusion", (0.45, 0.70, 0.90)),
+    ("bleed", (0.70, 0.10, 0.10)),
 ]
 
 
-@lru_cache(maxsize=1)
-def structure_names() -> dict[int, str]:
-    """TS's `total` class map: label id → structure name (117 entries)."""
+@cache
+def structure_names(task: str = "total") -> dict[int, str]:
+    """TS's class map of a task: label id → structure name (`total`: 117 entries)."""
     from totalsegmentator.map_to_binary import class_map
 
-    return dict(class_map["total"])
+    return dict(class_map[task])
 
 
 def _family(name: str) -> tuple[float, float, float]:
@@ -75,10 +79,10 @@ def _family(name: str) -> tuple[float, float, float]:
     return (0.6, 0.6, 0.6)
 
 
-@lru_cache(maxsize=1)
-def structure_colors() -> dict[int, tuple[float, float, float]]:
+@cache
+def structure_colors(task: str = "total") -> dict[int, tuple[float, float, float]]:
     """A fixed RGB color (0-1) per label id: members of a family are shades of its hue."""
-    names = structure_names()
+    names = structure_names(task)
     counters: dict[tuple[float, float, float], int] = {}
     colors = {}
     for idx in sorted(names):

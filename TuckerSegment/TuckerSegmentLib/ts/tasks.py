@@ -45,3 +45,49 @@ def identify_model_folder(folder: Path) -> ModelIdentity:
         if dataset == known or (known and dataset.startswith(known)):
             return ModelIdentity(task_id, _task_names().get(task_id, dataset))
     return ModelIdentity(None, dataset)
+
+
+def open_ct_tasks() -> list[str]:
+    """TS's CT tasks that need no licence (``total`` first), from TS's own registry; TS's test
+    tasks left out."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS
+    from totalsegmentator.registry import requires_license, task_modality
+
+    tasks = [
+        t
+        for t in TASK_CONFIGS
+        if task_modality(t) == "CT"
+        and not requires_license(t)
+        and t != "test"
+        and not t.endswith("_test")
+    ]
+    return sorted(tasks, key=lambda t: (t != "total", t))
+
+
+def task_problem(task: str) -> str | None:
+    """Why `segment --task` can't run a task (one line), or None."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS
+    from totalsegmentator.registry import requires_license, task_modality
+
+    if task not in TASK_CONFIGS:
+        return f"unknown task {task}; TotalSegmentator's open CT tasks: " + ", ".join(
+            open_ct_tasks()
+        )
+    if task_modality(task) != "CT":
+        return f"task {task} is one of TotalSegmentator's MR tasks; this tool segments CT"
+    if requires_license(task):
+        return (
+            f"task {task} needs a TotalSegmentator licence; run it with "
+            f"`tucker-totalsegmentator -ta {task} -l YOUR_LICENCE` (compressed the same way)"
+        )
+    if task not in open_ct_tasks():
+        return f"task {task} is TotalSegmentator's own test task"
+    return None
+
+
+def has_fast_mode(task: str) -> bool:
+    """Whether TS runs ``task`` at a lower resolution with ``--fast`` (total, body, …); most
+    other tasks refuse --fast."""
+    from totalsegmentator.map_tasks_config import TASK_CONFIGS
+
+    return "fast" in TASK_CONFIGS.get(task, {}).get("sub_modes", {})

@@ -7,7 +7,7 @@ or a segmentation node says what it is in DICOM terms, not only by its name.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 CATEGORY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -19,16 +19,17 @@ def _code(entry: dict | None) -> list[str]:
     return [entry["scheme"], entry["value"], entry["meaning"]]
 
 
-@lru_cache(maxsize=1)
-def structure_terminology() -> dict[int, dict]:
-    """Label id → terminology (slicerio's dict form) for every structure TS has codes for."""
+@cache
+def structure_terminology(task: str = "total") -> dict[int, dict]:
+    """Label id → terminology (slicerio's dict form) for every structure of a task that TS has
+    codes for."""
     from totalsegmentator.dicom_utils import load_snomed_mapping
 
     from .structures import structure_names
 
     codes = load_snomed_mapping()
     terms = {}
-    for label, name in structure_names().items():
+    for label, name in structure_names(task).items():
         entry = codes.get(name)
         if entry is None:
             continue

@@ -84,6 +84,51 @@ def run_models(
     return [fastest_model(), *models]
 
 
+def task_run_models(task: str, fast: bool) -> list[TSModel]:
+    """The models TS runs for one of its other tasks (not `total`), in TS's order: the crop
+    model the task's config asks for — TS's rule in its python_api: another task's models
+    (``crop_model``), the 6 mm body model for a body crop, the 3 mm model with ``robust_crop``,
+    else the 6 mm model — then the task's own (TS's ``get_task_config``; ValueError for --fast
+    where TS disallows it)."""
+    from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
+    from totalsegmentator.python_api import get_task_config
+
+    config = get_task_config(task, fast=fast, quiet=True)
+    models: list[TSModel] = []
+    crop = config.get("crop")
+    if crop is not None or config.get("cascade"):
+        if config.get("crop_model"):
+            models += task_run_models(config["crop_model"], False)
+        elif crop and ("body_trunc" in crop or "body_extremities" in crop):
+            models.append(task_model("body", "fast"))
+        elif config.get("robust_crop"):
+            models.append(total_models(True)[0])
+        else:
+            models.append(fastest_model())
+    if task == "vertebrae_pp_refined":  # TS's special case: a vertebral-body mask model first
+        models.append(
+            TSModel(
+                305,
+                "vertebrae_body",
+                TASK_ID_WEIGHTS_CONFIGS[305]["foldername"],
+                "nnUNetTrainer_DASegOrd0",
+            )
+        )
+    ids = config["task_id"] if isinstance(config["task_id"], list) else [config["task_id"]]
+    for task_id in ids:
+        models.append(
+            TSModel(
+                task_id,
+                task if len(ids) == 1 else f"{task}_{task_id}",
+                TASK_ID_WEIGHTS_CONFIGS[task_id]["foldername"],
+                config["trainer"],
+                config.get("plans") or "nnUNetPlans",
+                config.get("model") or "3d_fullres",
+            )
+        )
+    return models
+
+
 def task_model(task: str, mode: str = "default") -> TSModel:
     """The model of one of TS's other tasks (e.g. ``task_model("body", "fast")``: Dataset300,
     the 6 mm body model that ``--body_seg`` crops with), named like its task."""
@@ -103,10 +148,13 @@ def weights_dir() -> Path:
 
 
 def find_model_folders(
-    fast: bool, directory: Path | None = None, models: list[TSModel] | None = None
+    fast: bool,
+    directory: Path | None = None,
+    models: list[TSModel] | None = None,
+    task: str = "total",
 ) -> dict[str, Path]:
     """Model folders by model name (``models``: default, the mode's `total` models); raises a
-    clear error naming what is missing."""
+    clear error naming what is missing (and the ``task`` to download)."""
     directory = weights_dir() if directory is None else Path(directory)
     found, missing = {}, []
     for model in total_models(fast) if models is None else models:
@@ -116,7 +164,8 @@ def find_model_folders(
         else:
             missing.append(f"{model.dataset_folder} (task {model.task_id})")
     if missing:
-        task = "total_fast" if fast else "total"
+        if task == "total":
+            task = "total_fast" if fast else "total"
         raise TuckerSegmentError(
             f"TotalSegmentator weights missing in {directory}: {', '.join(missing)}. "
             f"Run again with --download, or fetch them with `totalseg_download_weights -t "
