@@ -211,3 +211,28 @@ def test_int8_segments_like_fp32_and_is_cached(phantom_files, isolated_home, tmp
 
 
 INT8_VOXEL_AGREEMENT = 0.9  # README, Performance: measured 0.96 of the voxels (mean Dice 0.81)
+
+
+def test_a_cached_int8_model_is_reused_without_making_calibration_patches(tmp_path, monkeypatch):
+    """The int8 conversion is keyed by its calibration recipe: the second run loads it without
+    generating a single calibration patch (phantoms are slow); another recipe quantizes anew."""
+    from TuckerSegmentLib.runtime.calibration import CalibrationRecipe
+
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    recipe = CalibrationRecipe("random", (16, 16, 16), count=2, seed=1)
+    made = []
+    original = CalibrationRecipe.patches
+    monkeypatch.setattr(
+        CalibrationRecipe, "patches", lambda self: made.append(self) or original(self)
+    )
+    _, hit = openvino_network(network, 1, 4, tmp_path, calibration=recipe)
+    assert not hit and made == [recipe]
+    _, hit = openvino_network(network, 1, 4, tmp_path, calibration=recipe)
+    assert hit and made == [recipe]  # loaded from the cache: no patches made
+    other = CalibrationRecipe("random", (16, 16, 16), count=2, seed=2)
+    _, hit = openvino_network(network, 1, 4, tmp_path, calibration=other)
+    assert not hit and made == [recipe, other]
+    assert (
+        recipe.key() != other.key()
+        and recipe.key() == CalibrationRecipe("random", (16, 16, 16), 2, 1).key()
+    )

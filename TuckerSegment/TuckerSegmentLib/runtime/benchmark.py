@@ -102,7 +102,7 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
     if runtime == "fused":
         fused = copy.deepcopy(network)
         return fused if fuse(fused) else None
-    from .calibration import random_patches
+    from .calibration import CalibrationRecipe
     from .openvino_runtime import import_nncf, openvino_network
 
     calibration = None
@@ -111,7 +111,9 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
             import_nncf()
         except ImportError:
             return None  # NNCF not installed: no int8 rows
-        calibration = random_patches(spec.input_channels, [64, 64, 64])
+        calibration = CalibrationRecipe(
+            "random", (64, 64, 64), seed=0, in_channels=spec.input_channels
+        )
     converted, _ = openvino_network(
         network, spec.input_channels, spec.num_classes, folder, spec.patch_size, calibration
     )

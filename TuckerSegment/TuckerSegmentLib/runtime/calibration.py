@@ -6,10 +6,18 @@ percentiles, then subtract its mean and divide by its standard deviation, from t
 plans). The inputs here are the project's synthetic body phantoms (air, fat, muscle, organs,
 bone: the HU range of a CT) at the model's spacing, normalized with the model's own numbers and
 cut into patches of the network's size; deterministic, no patient data, no download.
+
+A quantized model is cached under the key of its `CalibrationRecipe` (what the patches are made
+from, and the source of the code that makes them), so a cached int8 model is reused without
+generating a single phantom.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,12 +79,42 @@ def random_patches(
     return [rng.standard_normal((1, in_channels, *patch), dtype=np.float32) for _ in range(count)]
 
 
-def model_calibration(model_folder: Any, patch: list[int], count: int = 8) -> list[np.ndarray]:
-    """Phantom patches for the TS model in ``model_folder`` (its plans' spacing and CT
-    normalization)."""
-    import json
-    from pathlib import Path
+@dataclass(frozen=True)
+class CalibrationRecipe:
+    """How a quantization's calibration patches are made: phantoms at a spacing with a model's
+    CT normalization, or unit-normal patches. ``patches()`` makes them (only when quantizing);
+    ``key()`` names them for the cache without making them."""
 
+    kind: str  # "phantom" or "random"
+    patch: tuple[int, ...]
+    count: int = 8
+    seed: int = 900
+    spacing: float | None = None
+    normalization: tuple[float, float, float, float] | None = None
+    in_channels: int = 1
+
+    def patches(self) -> list[np.ndarray]:
+        if self.kind == "phantom":
+            return phantom_patches(
+                float(self.spacing), list(self.patch), self.normalization, self.count, self.seed
+            )
+        return random_patches(self.in_channels, list(self.patch), self.count, self.seed)
+
+    def key(self) -> str:
+        """SHA-256 of the recipe and of the code that turns it into patches (this file and the
+        phantom's): a change to either makes a new quantization."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        here = Path(__file__).resolve()
+        for source in (here, here.parent.parent / "demo" / "phantom.py"):
+            digest.update(source.read_bytes())
+        return digest.hexdigest()
+
+
+def model_calibration(model_folder: Any, patch: list[int], count: int = 8) -> CalibrationRecipe:
+    """The phantom recipe for the TS model in ``model_folder`` (its plans' spacing and CT
+    normalization)."""
     plans = json.loads((Path(model_folder) / "plans.json").read_text())
     spacing = float(min(plans["configurations"]["3d_fullres"]["spacing"]))
-    return phantom_patches(spacing, list(patch), ct_normalization(plans), count)
+    return CalibrationRecipe(
+        "phantom", tuple(patch), count, spacing=spacing, normalization=ct_normalization(plans)
+    )

@@ -20,13 +20,16 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import TuckerSegmentError
+
+if TYPE_CHECKING:
+    from .calibration import CalibrationRecipe
 
 CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing
 CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-v1"  # a new way of converting: reconvert
@@ -116,8 +119,15 @@ def _compile(model):  # noqa: ANN001, ANN202
     return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def _calibration_digest(calibration: list[np.ndarray] | None) -> str | None:
+Calibration = Union["CalibrationRecipe", list[np.ndarray], None]  # noqa: UP007 - a runtime alias
+
+
+def _calibration_digest(calibration: Calibration) -> str | None:
+    """The cache key of a calibration: a recipe's key (no patches made), or the patches' bytes."""
     if calibration is None:
+        return None
+    if hasattr(calibration, "key"):
+        return calibration.key()
         return None
     digest = hashlib.sha256()
     for patch in calibration:
@@ -145,9 +155,7 @@ def _quantize(model, calibration: list[np.ndarray]):  # noqa: ANN001, ANN202
         )
 
 
-def _convert(
-    network: nn.Module, in_channels: int, folder: Path, calibration: list[np.ndarray] | None
-) -> None:
+def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Calibration) -> None:
     ov = import_openvino()
 
     from ..storage.atomic_dir import atomic_directory
@@ -160,7 +168,8 @@ def _convert(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         model = ov.convert_model(network.eval(), example_input=example, input=[shape])
     if calibration is not None:
-        model = _quantize(model, calibration)
+        patches = calibration.patches() if hasattr(calibration, "patches") else calibration
+        model = _quantize(model, patches)
     with atomic_directory(folder) as staging:
         ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
         (staging / "source.json").write_text(
@@ -197,11 +206,12 @@ def openvino_network(
     out_channels: int,
     cache_dir: Path,
     patch_size: list[int] | tuple[int, ...] | None = None,
-    calibration: list[np.ndarray] | None = None,
+    calibration: Calibration = None,
 ) -> tuple[OpenVINONetwork, bool]:
     """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino, and
-    compiled for ``patch_size`` (nnU-Net's patch) as well. With ``calibration`` (patches of
-    network input) it is NNCF's int8 quantization instead, in ``cache_dir``/openvino-int8.
+    compiled for ``patch_size`` (nnU-Net's patch) as well. With ``calibration`` (a
+    CalibrationRecipe, or patches of network input) it is NNCF's int8 quantization instead, in
+    ``cache_dir``/openvino-int8; a recipe makes its patches only when quantizing.
     Returns the network and whether the conversion came from the cache."""
     if version() is None:
         raise TuckerSegmentError(
