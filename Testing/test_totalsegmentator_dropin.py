@@ -194,18 +194,25 @@ def test_the_command_is_declared():
 
 
 @needs_shared
-def test_dicom_seg_and_rtstruct_equal_totalsegmentators(isolated_home, tmp_path):
-    """From TS's example DICOM series, `-ot dicom_seg dicom_rtstruct` with --df 1: the same
-    segments (names, SNOMED CT codes, frames) and the same contours as TotalSegmentator's."""
+@pytest.mark.parametrize(
+    "extra", [[], ["--statistics", "--roi_subset", "liver", "spleen"]], ids=["all", "roi+stats"]
+)
+def test_dicom_seg_and_rtstruct_equal_totalsegmentators(extra, isolated_home, tmp_path):
+    """From TS's example DICOM series, `-ot dicom_seg dicom_rtstruct` with --df 1 (alone, and
+    with --statistics and --roi_subset): the same segments (names, SNOMED CT codes, frames), the
+    same contours and the same statistics as TotalSegmentator's."""
     import pydicom
 
     series = SHARED / "example_ct_dicom"
     common = ["-i", str(series), "-d", "cpu", "-q", "--fast", "-ot", "dicom_seg", "dicom_rtstruct"]
-    ts = plain_ts([*common, "-o", str(tmp_path / "ts")], isolated_home)
+    common += extra
+    # each command in a folder of its own: TS writes statistics.json beside its output
+    (tmp_path / "ts").mkdir(), (tmp_path / "ours").mkdir()
+    ts = plain_ts([*common, "-o", str(tmp_path / "ts" / "out")], isolated_home)
     assert ts.returncode == 0, ts.stderr
-    run = ours([*common, "-o", str(tmp_path / "ours"), "--df", "1"], isolated_home)
+    run = ours([*common, "-o", str(tmp_path / "ours" / "out"), "--df", "1"], isolated_home)
     assert run.returncode == 0, run.stderr
-    seg_ts, seg_ours = (pydicom.dcmread(tmp_path / f"{w}_seg.dcm") for w in ("ts", "ours"))
+    seg_ts, seg_ours = (pydicom.dcmread(tmp_path / w / "out_seg.dcm") for w in ("ts", "ours"))
 
     def segments(seg) -> list[tuple[str, str, str]]:
         return [
@@ -219,9 +226,15 @@ def test_dicom_seg_and_rtstruct_equal_totalsegmentators(isolated_home, tmp_path)
 
     assert segments(seg_ours) == segments(seg_ts)
     labels = {label for label, _, _ in segments(seg_ours)}
-    assert {"liver", "spleen"} <= labels and seg_ours.Modality == "SEG"
+    assert seg_ours.Modality == "SEG"
+    assert _files(tmp_path / "ours").keys() == _files(tmp_path / "ts").keys()
+    if extra:
+        assert labels <= {"liver", "spleen"}
+        _same_statistics(tmp_path / "ts" / "statistics.json", tmp_path / "ours" / "statistics.json")
+        return
+    assert {"liver", "spleen"} <= labels
     np.testing.assert_array_equal(seg_ours.pixel_array, seg_ts.pixel_array)
-    rt_ts, rt_ours = (pydicom.dcmread(tmp_path / f"{w}_rtstruct.dcm") for w in ("ts", "ours"))
+    rt_ts, rt_ours = (pydicom.dcmread(tmp_path / w / "out_rtstruct.dcm") for w in ("ts", "ours"))
     names = [r.ROIName for r in rt_ours.StructureSetROISequence]
     assert names == [r.ROIName for r in rt_ts.StructureSetROISequence] and "liver" in names
 
@@ -302,6 +315,8 @@ PASS_THROUGH = {
     "roi-subset-robust": ["--fast", "--ml", "-rsr", "liver", "spleen"],
     "robust-crop": ["--fast", "--ml", "-rc", "-rs", "liver"],
     "full-roi-subset": ["--ml", "--roi_subset", "liver", "spleen"],
+    # the pairs users combine most, with TS's default output (a folder per structure)
+    "roi-subset-statistics-folder": ["--fast", "--statistics", "--roi_subset", "liver", "spleen"],
 }
 
 
