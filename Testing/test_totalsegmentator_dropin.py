@@ -424,15 +424,31 @@ def tucker_segment(args: list[str], isolated_home: dict) -> subprocess.Completed
             ["--roi-subset", "liver", "spleen"],
             ["6mm", "organs"],
         ),
+        (["--fast", "--body_seg"], ["--fast", "--body-seg"], ["body", "3mm"]),
+        (
+            ["--fast", "-rmb", "20", "-ho"],
+            ["--fast", "--remove-small-blobs", "20", "--higher-order-resampling"],
+            ["3mm"],
+        ),
+        (["--fast", "-fs"], ["--fast", "--force-split"], ["3mm"]),
     ],
-    ids=["fast-roi_subset", "fastest", "full-roi_subset"],
+    ids=[
+        "fast-roi_subset",
+        "fastest",
+        "full-roi_subset",
+        "body_seg",
+        "post-processing",
+        "force-split",
+    ],
 )
 def test_segment_gains_roi_subset_and_fastest(
-    ts_options, our_options, models, ct, isolated_home, tmp_path
+    ts_options, our_options, models, request, isolated_home, tmp_path
 ):
     """`tucker-segment segment` has TS's --roi_subset and --fastest too: at --df 1 TS's labels;
     compressed, exactly the networks TS runs for them (full mode: only the experts that know the
-    structures) are compressed, and the sidecar says so."""
+    structures) are compressed, and the sidecar says so. Likewise --body_seg (the 6 mm body
+    model crops), and TS's --remove_small_blobs, --higher_order_resampling, --force_split."""
+    ct = request.getfixturevalue("tall_ct" if "-fs" in ts_options else "ct")
     ts = plain_ts(
         ["-i", str(ct), "-o", str(tmp_path / "ts.nii.gz"), "-d", "cpu", "-q", "--ml", *ts_options],
         isolated_home,

@@ -215,6 +215,33 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "it runs compressed (DF default 0.5 for tasks the paper did not study, 0.3 for body)",
     )
     p.add_argument(
+        "--body-seg",
+        "--body_seg",
+        action="store_true",
+        help="TS's --body_seg: its 6 mm body model (compressed too) crops the CT to the body first",
+    )
+    p.add_argument(
+        "--force-split",
+        "--force_split",
+        action="store_true",
+        help="TS's --force_split: a large CT in thirds along z (less memory)",
+    )
+    p.add_argument(
+        "--remove-small-blobs",
+        "--remove_small_blobs",
+        nargs="?",
+        const=200.0,
+        type=float,
+        metavar="MM3",
+        help="TS's --remove_small_blobs: drop connected pieces under MM3 mm³ (default 200)",
+    )
+    p.add_argument(
+        "--higher-order-resampling",
+        "--higher_order_resampling",
+        action="store_true",
+        help="TS's --higher_order_resampling: smoother masks at the input resolution",
+    )
+    p.add_argument(
         "--fastest",
         action="store_true",
         help="TS's 6 mm model (Dataset298) alone, as TS's --fastest",
@@ -331,6 +358,10 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         roi_subset=tuple(args.roi_subset),
         fastest=args.fastest,
         task=args.task,
+        body_seg=args.body_seg,
+        force_split=args.force_split,
+        remove_small_blobs=args.remove_small_blobs,
+        higher_order_resampling=args.higher_order_resampling,
     )
 
 

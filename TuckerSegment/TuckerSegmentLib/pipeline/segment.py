@@ -22,7 +22,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.fidelity import below_floor_warning, default_df
 from ..engine.ranks import DEFAULT_RANK_FLOOR, check_df
 from ..errors import TuckerSegmentError
-from ..ts.weights import TSModel, run_models, task_run_models
+from ..ts.weights import TSModel, body_seg_applies, run_models, task_model, task_run_models
 from .progress import Progress, Span
 
 
@@ -52,6 +52,10 @@ class SegmentOptions:
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
     fastest: bool = False  # TS's --fastest: the 6 mm model alone
     task: str = "total"  # TS's --task: one of its open CT tasks (body, lung_vessels, …)
+    body_seg: bool = False  # TS's --body_seg: its 6 mm body model crops first
+    force_split: bool = False  # TS's --force_split: a large CT in thirds (memory)
+    remove_small_blobs: float | None = None  # TS's --remove_small_blobs, in mm³
+    higher_order_resampling: bool = False  # TS's --higher_order_resampling
 
 
 def model_settings(
@@ -252,6 +256,10 @@ def _run_ts(
             roi_subset=options.roi_subset,
             fastest=options.fastest,
             task=options.task,
+            body_seg=options.body_seg,
+            force_split=options.force_split,
+            remove_small_blobs=options.remove_small_blobs,
+            higher_order_resampling=options.higher_order_resampling,
         )
     return TSRun(
         image=image,
@@ -286,6 +294,8 @@ def plan_run(options: SegmentOptions) -> RunPlan:
         raise TuckerSegmentError("--threads must be at least 1")
     models = _check_task(options)
     _check_roi_subset(options)
+    if options.body_seg and body_seg_applies(options.task, options.fast, options.roi_subset):
+        models = [task_model("body", "fast"), *models]  # TS's 6 mm body model crops first
     settings = model_settings(options, models)
     _check_paths(options)
     device = resolve_device(options.device)
@@ -597,6 +607,10 @@ def _original_run(
     options = plan.options
     settings = {
         "task": options.task,
+        "body_seg": options.body_seg,
+        "force_split": options.force_split,
+        "remove_small_blobs": options.remove_small_blobs,
+        "higher_order_resampling": options.higher_order_resampling,
         "fast": options.fast,
         "fastest": options.fastest,
         "roi_subset": list(options.roi_subset),

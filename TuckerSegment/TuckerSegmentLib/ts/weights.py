@@ -129,6 +129,19 @@ def task_run_models(task: str, fast: bool) -> list[TSModel]:
     return models
 
 
+def body_seg_applies(task: str, fast: bool, roi_subset: tuple[str, ...]) -> bool:
+    """Whether TS runs its 6 mm body model for ``--body_seg``: only when nothing else crops
+    (TS ignores it with --roi_subset and for tasks that crop to an organ)."""
+    if roi_subset:
+        return False
+    if task == "total":
+        return True
+    from totalsegmentator.python_api import get_task_config
+
+    config = get_task_config(task, fast=fast, quiet=True)
+    return config.get("crop") is None and not config.get("cascade")
+
+
 def task_model(task: str, mode: str = "default") -> TSModel:
     """The model of one of TS's other tasks (e.g. ``task_model("body", "fast")``: Dataset300,
     the 6 mm body model that ``--body_seg`` crops with), named like its task."""
