@@ -147,6 +147,12 @@ def main() -> int:
     parser.add_argument("--val-iterations", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument(
+        "--labels",
+        choices=("dataset", "original"),
+        default="dataset",
+        help="train on the phantoms' truth, or on the original network's output (distillation)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
@@ -186,6 +192,7 @@ def main() -> int:
                     weights_dir=MODELS,
                     progress="none",
                     seed=0,
+                    labels=args.labels,
                 )
             )
             seconds = time.perf_counter() - start

@@ -270,3 +270,48 @@ def test_the_panel_passes_fine_tuned_models_to_the_cli(tmp_path):
     args = request.cli_args(tmp_path / "ct.nii.gz", tmp_path / "result.seg.nrrd")
     pairs = [args[i + 1] for i, a in enumerate(args) if a == "--compressed-model"]
     assert pairs == ["/m/organs", "/m/ribs"]
+
+
+def test_the_original_network_labels_cases_like_it_segments(tiny_dataset, tmp_path):
+    """ts/teacher.py: nnU-Net's predictor on the original model folder labels a phantom as the
+    original segments it (its large organs against the phantom's truth)."""
+    from TuckerSegmentLib.ts.teacher import label_with_original
+
+    folder = next(MODELS.glob("Dataset297*/*__3d_fullres"))
+    image = tiny_dataset / "imagesTr" / "phantom000_0000.nii.gz"
+    out = tmp_path / "labelsTr" / "phantom000.nii.gz"
+    out.parent.mkdir()
+    label_with_original(folder, [image], [out], "cpu")
+    made = np.asanyarray(nib.load(out).dataobj)
+    truth = np.asanyarray(nib.load(tiny_dataset / "labelsTr" / "phantom000.nii.gz").dataobj)
+    assert made.shape == truth.shape and not (tmp_path / ".teacher-staging" / out.name).exists()
+    liver = 5  # TS's id of the liver in the 3 mm model
+    overlap = np.logical_and(made == liver, truth == liver).sum()
+    assert 2 * overlap / ((made == liver).sum() + (truth == liver).sum()) > 0.8
+
+
+def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path, isolated_home):
+    """--labels original: a dataset without labelsTr is labelled by the original network, then
+    fine-tuned on as usual; the provenance says where the labels came from."""
+    images_only = tmp_path / "images-only"
+    shutil.copytree(tiny_dataset / "imagesTr", images_only / "imagesTr")
+    shutil.copy(tiny_dataset / "dataset.json", images_only / "dataset.json")
+    out = tmp_path / "model"
+    command = _command(images_only, out) + ["--labels", "original", "--epochs", "1"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **isolated_home}, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stages = {e.get("stage") for e in _events(result.stdout)}
+    assert "label" in stages
+    record = json.loads((out / "manifest.json").read_text())["finetune"]
+    assert record["dataset"]["labels"].startswith("the original TS network's output")
+    assert record["dataset"]["cases"] == 3
+    plain = subprocess.run(
+        _command(images_only, tmp_path / "other"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **isolated_home},
+        timeout=300,
+    )
+    assert plain.returncode == 1 and "has no labelsTr/ folder" in plain.stderr

@@ -587,6 +587,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, help="seed torch, numpy and random (exact repeats need 0 workers)"
     )
+    p.add_argument(
+        "--labels",
+        choices=("dataset", "original"),
+        default="dataset",
+        help="dataset: the dataset's labelsTr; original: the original TS network labels the "
+        "images first (self-distillation: CTs without annotations will do, and the compressed "
+        "network learns to agree with the original)",
+    )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
     p.set_defaults(run=_run_finetune)
@@ -617,6 +625,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
         progress=args.progress,
         seed=args.seed,
+        labels=args.labels,
     )
     real_stdout = sys.stdout
     if args.progress == "json":

@@ -71,6 +71,20 @@ def _compare_labels(found: dict, expected: dict[str, int], model: str) -> None:
     )
 
 
+def _image_cases(folder: Path, ending: str) -> list[str]:
+    """The cases of imagesTr/ alone (labels made by the original network: --labels original)."""
+    images = folder / "imagesTr"
+    if not images.is_dir():
+        raise TuckerSegmentError(f"{folder} has no imagesTr/ folder")
+    names = sorted(p.name for p in images.iterdir() if p.name.endswith(ending))
+    other = [n for n in names if _channel_of(n, ending) != "0000"]
+    if other:
+        raise TuckerSegmentError(f"{other[0]}: TS's models take one CT channel (_0000) per case")
+    if not names:
+        raise TuckerSegmentError(f"no images ending in _0000{ending} in {images}")
+    return [n[: -len(ending) - 5] for n in names]
+
+
 def _cases(folder: Path, ending: str) -> list[str]:
     images, labels = folder / "imagesTr", folder / "labelsTr"
     for sub in (images, labels):
@@ -121,8 +135,11 @@ def _volume(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(image)  # a copy: a view would outlive its image
 
 
-def check_dataset(folder: Path, expected_labels: dict[str, int], model: str) -> DatasetSummary:
-    """Check ``folder`` against the model's labels; raises TuckerSegmentError with one line."""
+def check_dataset(
+    folder: Path, expected_labels: dict[str, int], model: str, labelled: bool = True
+) -> DatasetSummary:
+    """Check ``folder`` against the model's labels; raises TuckerSegmentError with one line.
+    ``labelled=False`` (the original network labels the cases): images only."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TuckerSegmentError(f"dataset folder not found: {folder}")
@@ -131,8 +148,13 @@ def check_dataset(folder: Path, expected_labels: dict[str, int], model: str) -> 
         raise TuckerSegmentError(
             f"dataset.json has {len(data['channel_names'])} channels; TS's models take one (CT)"
         )
-    _compare_labels(data["labels"], expected_labels, model)
     ending = str(data["file_ending"])
+    if not labelled:
+        cases = _image_cases(folder, ending)
+        for case in cases:
+            _volume(folder / "imagesTr" / f"{case}_0000{ending}")
+        return DatasetSummary(cases, ending, [])
+    _compare_labels(data["labels"], expected_labels, model)
     cases = _cases(folder, ending)
     declared = data.get("numTraining")
     if declared is not None and int(declared) != len(cases):

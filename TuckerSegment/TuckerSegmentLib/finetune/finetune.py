@@ -33,6 +33,10 @@ from .dataset_check import DatasetSummary, check_dataset
 AUTHORS_DF = 0.3
 AUTHORS_LR = 1e-5
 AUTHORS_EPOCHS = 50
+# where the training labels come from: the dataset's labelsTr, or the original TS network's
+# own output on the dataset's images (self-distillation: no annotation needed, and the target is
+# exactly the behaviour the compressed network should keep)
+LABEL_SOURCES = ("dataset", "original")
 
 
 @dataclass
@@ -57,6 +61,7 @@ class FinetuneOptions:
     weights_dir: Path | None = None
     progress: str = "bar"
     seed: int | None = None
+    labels: str = "dataset"  # "original": the original network labels the images (distillation)
 
 
 @dataclass
@@ -170,7 +175,11 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
     folder = _model_folder(options)
     device = _device(options)
     model = open_model_folder(folder)
-    summary = check_dataset(Path(options.dataset), model.spec.labels, options.model)
+    if options.labels not in LABEL_SOURCES:
+        raise TuckerSegmentError(f"--labels must be {' or '.join(LABEL_SOURCES)}")
+    summary = check_dataset(
+        Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
+    )
     fold = _fold(options, len(summary.cases))
     settings = {
         "model": options.model,
@@ -185,6 +194,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "weight_decay": options.weight_decay,
         "fold": fold,
         "seed": options.seed,
+        "labels": options.labels,
     }
     work = work_folder(output)
     resume = False
@@ -280,6 +290,11 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
                     "cases": len(plan.dataset.cases),
                     "case_ids_sha256": _digest(plan.dataset.cases),
                     "fingerprint_sha256": _digest(fingerprint),
+                    "labels": (
+                        "the original TS network's output (self-distillation)"
+                        if options.labels == "original"
+                        else "the dataset's labelsTr"
+                    ),
                 },
                 "epochs": options.epochs,
                 "iterations_per_epoch": options.iterations_per_epoch,
@@ -323,6 +338,40 @@ def _training_log(checkpoint: Path) -> dict:
     }
 
 
+def _labelled_by_original(plan: FinetunePlan, progress: Progress) -> Path:
+    """A copy of the dataset (images linked, not copied) whose labels are the original TS
+    network's output on each image (ts/teacher.py), in the work folder: made once, kept for a
+    resumed run."""
+    from ..ts.model_folder import open_model_folder
+    from ..ts.teacher import label_with_original
+
+    source, ending = Path(plan.options.dataset), plan.dataset.file_ending
+    folder = plan.work / "labelled-by-original"
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(exist_ok=True)
+    images, labels = [], []
+    for case in plan.dataset.cases:
+        image = folder / "imagesTr" / f"{case}_0000{ending}"
+        if not image.exists():
+            image.symlink_to((source / "imagesTr" / image.name).resolve())
+        images.append(image)
+        labels.append(folder / "labelsTr" / f"{case}{ending}")
+    dataset = json.loads((source / "dataset.json").read_text())
+    dataset["labels"] = open_model_folder(plan.model_folder).spec.labels
+    dataset["numTraining"] = len(images)
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    label_with_original(
+        plan.model_folder,
+        images,
+        labels,
+        plan.device,
+        lambda k, n: progress.update(
+            "label", 0.01 * k / n, f"the original network labels case {k + 1}/{n}"
+        ),
+    )
+    return folder
+
+
 def finetune(options: FinetuneOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Check, preprocess, train with nnU-Net's trainer, write the model; returns its manifest."""
     import random
@@ -343,11 +392,14 @@ def finetune(options: FinetuneOptions, progress: Progress | None = None) -> dict
     plan = plan_finetune(options)
     progress = progress or Progress(options.progress)
     workers = _augmentation_workers(options)
-    progress.update("check", 0.0, f"checking {len(plan.dataset.cases)} cases with nnU-Net")
-    verify_with_nnunet(Path(options.dataset), max(1, workers))
     layout = TrainingLayout(plan.work, dataset_name_of(plan.model_folder))
     plan.work.mkdir(parents=True, exist_ok=True)
     (plan.work / "settings.json").write_text(json.dumps(plan.settings, indent=2))
+    dataset = Path(options.dataset)
+    if options.labels == "original":
+        dataset = _labelled_by_original(plan, progress)
+    progress.update("check", 0.0, f"checking {len(plan.dataset.cases)} cases with nnU-Net")
+    verify_with_nnunet(dataset, max(1, workers))
     if options.seed is not None:
         random.seed(options.seed)
         np.random.seed(options.seed)
@@ -356,9 +408,7 @@ def finetune(options: FinetuneOptions, progress: Progress | None = None) -> dict
     with nnunet_environment(layout, workers):
         progress.update("preprocess", 0.01, "nnU-Net fingerprint and preprocessing (TS's plans)")
         settings = {**plan.settings, "progress": options.progress}
-        fingerprint = prepare_layout(
-            layout, Path(options.dataset), plan.model_folder, settings, max(1, workers)
-        )
+        fingerprint = prepare_layout(layout, dataset, plan.model_folder, settings, max(1, workers))
         verb = "resuming" if plan.resume else "starting"
         progress.update("finetune", 0.02, f"{verb} nnU-Net's trainer (fold {plan.fold})")
         run_nnunet_training(layout, plan.fold, plan.device, options.gpus, plan.resume)
