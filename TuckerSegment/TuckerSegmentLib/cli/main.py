@@ -329,6 +329,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "decomposing that TS model; the model it belongs to is read from its manifest; repeat "
         "for several experts",
     )
+    p.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        metavar="PLAN.json",
+        help="per-layer ranks from `tucker-segment plan -o` for the model it names (decomposed "
+        "once into the cache); repeat for several models",
+    )
 
 
 def segment_options(args: argparse.Namespace, input: Path, output: Path) -> SegmentOptions:
@@ -353,6 +361,7 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         download=args.download,
         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
         compressed_models=[Path(p) for p in args.compressed_model],
+        plans=[Path(p) for p in args.plan],
         statistics=args.statistics,
         threads=args.threads,
         roi_subset=tuple(args.roi_subset),
@@ -845,6 +854,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .plan import add_plan
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="TotalSegmentator with Tucker-compressed networks: lighter, faster CT "
@@ -861,6 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_benchmark(sub)
     _add_finetune(sub)
+    add_plan(sub)
     _add_worker(sub)
     return parser
 

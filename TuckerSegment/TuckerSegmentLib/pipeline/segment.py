@@ -47,6 +47,7 @@ class SegmentOptions:
     download: bool = False
     weights_dir: Path | None = None
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
+    plans: list[Path] = field(default_factory=list)  # `plan -o` outputs: per-layer ranks
     statistics: bool = False  # TS's own --statistics JSON beside the output
     threads: int | None = None  # torch threads for the networks; None: TS's (every core)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
@@ -334,10 +335,22 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
     from ..storage.compressed_format import read_manifest
     from ..ts.model_folder import open_model_folder
 
-    if not plan.options.compressed_models:
+    if not plan.options.compressed_models and not plan.options.plans:
         return {}
     labels = {name: open_model_folder(folder).spec.labels for name, folder in folders.items()}
     given: dict[str, Path] = {}
+    for path in plan.options.plans:
+        from ..storage.plan_file import planned_model, read_plan
+
+        name = read_plan(path)["model"]
+        if name not in folders:
+            raise TuckerSegmentError(
+                f"{path} is a plan for the {name} model, not one of {mode_name(plan.options)}'s "
+                f"models ({', '.join(folders)})"
+            )
+        if name in given:
+            raise TuckerSegmentError(f"two --plan for the {name} model")
+        given[name] = planned_model(path, folders[name], plan.options.method)
     for path in plan.options.compressed_models:
         manifest = read_manifest(path)
         match = [name for name, known in labels.items() if known == manifest.spec.labels]

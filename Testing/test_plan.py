@@ -1,0 +1,135 @@
+"""`tucker-segment plan`: per-layer ranks for a budget without training. The energy table is
+exact, the counts are the real network's, budgets are met or refused in one line, and a plan
+runs through TS's pipeline with `segment --plan`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import MODELS, run_cli
+from TuckerSegmentLib.engine.compress import LayerRanks, compress_layers
+from TuckerSegmentLib.engine.counting import count_network, count_original_and_compressed
+from TuckerSegmentLib.engine.factorize import explained_variance, factorize
+from TuckerSegmentLib.engine.planner import layer_spectra, plan_network
+from TuckerSegmentLib.errors import TuckerSegmentError
+from TuckerSegmentLib.ts.architectures import builtin_spec
+from TuckerSegmentLib.ts.model_folder import open_model_folder
+
+FOLDER_3MM = next(MODELS.glob("Dataset297*/*__3d_fullres"))
+
+
+@pytest.fixture(scope="module")
+def ts_3mm():
+    """TS's full-size 3 mm architecture (seeded weights: counts and shapes are what matter)."""
+    spec = builtin_spec("3mm")
+    return spec, spec.build("cpu", seed=0).eval()
+
+
+def test_the_energy_table_is_hosvds_explained_variance():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(24, 40, 3, padding=1)
+    spectrum = layer_spectra(torch.nn.Sequential(conv), [8, 8, 8], in_channels=24)[0]
+    for rank_in, rank_out in ((3, 5), (24, 7), (10, 40), (24, 40)):
+        factors = factorize(conv.weight, (rank_out, rank_in), "hosvd")  # modes: (out, in)
+        assert spectrum.explained_variance(rank_in, rank_out) == pytest.approx(
+            explained_variance(conv.weight, factors), abs=1e-9
+        )
+
+
+@pytest.mark.parametrize("kind, share", [("params", 0.15), ("params", 0.3), ("gflops", 0.3)])
+def test_a_plan_meets_its_budget_exactly_as_counted(ts_3mm, kind, share):
+    spec, network = ts_3mm
+    original = count_network(network, spec.patch_size)
+    budget = share * (original.params if kind == "params" else original.gflops)
+    plan = plan_network(network, spec.patch_size, kind, budget)
+    before, after = count_original_and_compressed(spec, plan.layers)
+    assert (after.params, after.flops / 1e9) == (plan.params, pytest.approx(plan.gflops))
+    assert (after.params if kind == "params" else after.gflops) <= budget
+    assert (after.params if kind == "params" else after.gflops) > 0.9 * budget  # spent, not hoarded
+    assert before.params == plan.params_original
+    assert all(
+        layer.rank_in >= min(8, layer.in_channels) and layer.rank_out >= min(8, layer.out_channels)
+        for layer in plan.layers
+    )
+    assert plan.mean_explained_variance >= plan.uniform_mean_explained_variance
+
+
+def test_an_impossible_budget_is_refused_in_one_line(ts_3mm):
+    spec, network = ts_3mm
+    with pytest.raises(TuckerSegmentError, match="below the smallest network these ranks allow"):
+        plan_network(network, spec.patch_size, "params", 1000)
+
+
+def test_planned_layers_decompose_and_run():
+    folder = open_model_folder(FOLDER_3MM)
+    small = folder.load_network("cpu")
+    plan = plan_network(small, folder.spec.patch_size, "params", 60_000)
+    compress_layers(small, plan.layers)
+    x = torch.randn(1, 1, *folder.spec.patch_size)
+    with torch.no_grad():
+        assert small(x).shape[1] == folder.spec.num_classes
+    assert all(isinstance(layer, LayerRanks) for layer in plan.layers)
+
+
+def test_plan_command_and_segment_with_the_plan(isolated_home, tmp_path, phantom_files):
+    """The CLI writes a plan; `segment --plan` decomposes it once into the cache and runs it
+    through TS's pipeline; a plan for another mode, a broken file and other weights are refused."""
+    plan_path = tmp_path / "plan.json"
+    common = ["--weights-dir", str(MODELS)]
+    made = run_cli(
+        "plan",
+        "--model",
+        "3mm",
+        "--max-params",
+        "15%",
+        "-o",
+        str(plan_path),
+        *common,
+        env=isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "one DF for all layers at the same spend" in made.stdout
+    plan = json.loads(plan_path.read_text())
+    assert plan["params"]["planned"] <= 0.15 * plan["params"]["original"]
+    out = tmp_path / "seg.nii.gz"
+    env = {**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)}
+    args = [
+        "segment",
+        "-i",
+        str(phantom_files[0]),
+        "--fast",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
+    run = run_cli(*args, "-o", str(out), "--plan", str(plan_path), env=env)
+    assert run.returncode == 0, run.stderr
+    model = json.loads((tmp_path / "seg.json").read_text())["models"]["3mm"]
+    assert model["params"] == plan["params"]["planned"]
+    assert [[n, i, o] for n, i, o in model["ranks"]] == [
+        [layer["name"], layer["rank_in"], layer["rank_out"]] for layer in plan["layers"]
+    ]
+    full_args = [a for a in args if a != "--fast"]
+    full = run_cli(*full_args, "-o", str(tmp_path / "f.nii.gz"), "--plan", str(plan_path), env=env)
+    assert (
+        full.returncode == 1
+        and "is a plan for the 3mm model, not one of full mode's" in full.stderr
+    )
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    bad = run_cli(*args, "-o", str(tmp_path / "b.nii.gz"), "--plan", str(broken), env=env)
+    assert bad.returncode == 1 and "is not a plan made by `tucker-segment plan`" in bad.stderr
+    other = dict(plan, source_checkpoint_sha256="0" * 64)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    stale = run_cli(
+        *args, "-o", str(tmp_path / "o.nii.gz"), "--plan", str(tmp_path / "other.json"), env=env
+    )
+    assert stale.returncode == 1 and "was made for other 3mm weights" in stale.stderr
+    impossible = run_cli("plan", "--model", "3mm", "--max-params", "1%", *common, env=isolated_home)
+    assert impossible.returncode == 1
+    assert (
+        impossible.stderr.strip().splitlines()[-1].startswith("tucker-segment: error: the budget")
+    )

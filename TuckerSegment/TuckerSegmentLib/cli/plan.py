@@ -1,0 +1,110 @@
+"""`tucker-segment plan`: per-layer ranks for a parameter or GFLOP budget, without training.
+
+tucker-segment plan --model 3mm --max-params 15% -o plan.json
+tucker-segment segment -i ct.nii.gz -o ct.seg.nrrd --fast --plan plan.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..engine.ranks import DEFAULT_RANK_FLOOR
+from ..errors import TuckerSegmentError
+
+
+def budget_value(text: str, original: float) -> float:
+    """``15%`` of ``original``, or an absolute number (``1.5e6``, ``1.5M``, ``800k``)."""
+    raw = text.strip()
+    try:
+        if raw.endswith("%"):
+            value = float(raw[:-1]) / 100 * original
+        else:
+            scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(raw[-1:].lower(), 1.0)
+            value = float(raw[:-1] if scale != 1.0 else raw) * scale
+    except ValueError:
+        raise TuckerSegmentError(
+            f"budget {text!r}: a number, or a percentage such as 15%"
+        ) from None
+    if not value > 0:
+        raise TuckerSegmentError(f"budget {text!r} must be positive")
+    return value
+
+
+def add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="choose per-layer Tucker ranks for a parameter or GFLOP budget (no training)",
+        description="Measure how much of each conv's kernel energy every rank pair keeps (the "
+        "paper's explained variance) and spend the budget where it keeps the most; prints what "
+        "one DF for all layers would keep for the same spend. Run the plan with "
+        "`segment --plan PLAN.json`.",
+    )
+    p.add_argument("--model", required=True, help="3mm, 6mm, organs, vertebrae, cardiac, …")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--max-params", help="parameters of the whole network: 15%% or 1.5M")
+    budget.add_argument("--max-gflops", help="GFLOPs per patch: 20%% or 150")
+    p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
+    p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
+    p.add_argument("-o", "--output", help="write the plan (JSON) here")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(run=run_plan)
+
+
+def _model_folder(name: str, weights: Path | None) -> Path:
+    from ..ts.weights import fastest_model, total_models, weights_dir
+
+    models = {m.name: m for m in [*total_models(True), fastest_model(), *total_models(False)]}
+    if name not in models:
+        raise TuckerSegmentError(f"unknown model {name!r}; choose from {', '.join(models)}")
+    folder = models[name].folder(weights or weights_dir())
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        raise TuckerSegmentError(f"the {name} model's TS weights are not installed ({folder})")
+    return folder
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from ..engine.counting import count_network
+    from ..engine.planner import plan_network
+    from ..engine.ranks import check_rank_floor
+    from ..storage.plan_file import plan_json
+    from ..ts.model_folder import open_model_folder
+
+    rank_floor = check_rank_floor(args.rank_floor)
+    output = Path(args.output) if args.output else None
+    if output is not None and not output.parent.is_dir():
+        raise TuckerSegmentError(f"folder for {output} does not exist")
+    weights = Path(args.weights_dir) if args.weights_dir else None
+    folder = open_model_folder(_model_folder(args.model, weights))
+    network = folder.load_network("cpu")
+    spec = folder.spec
+    original = count_network(network, spec.patch_size, spec.input_channels)
+    kind = "params" if args.max_params else "gflops"
+    total = original.params if kind == "params" else original.gflops
+    value = budget_value(args.max_params or args.max_gflops, total)
+    plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
+    data = plan_json(
+        plan,
+        args.model,
+        folder.checkpoint_sha256(),
+        {"rank_floor": rank_floor, "budget_given": args.max_params or args.max_gflops},
+    )
+    if output is not None:
+        partial = output.with_name(f".{output.name}.part")
+        partial.write_text(json.dumps(data, indent=2) + "\n")
+        partial.replace(output)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(
+        f"{args.model}: {plan.params:,} parameters ({plan.params / plan.params_original:.1%} of "
+        f"{plan.params_original:,}), {plan.gflops:.2f} GFLOPs per patch "
+        f"({plan.gflops / plan.gflops_original:.1%}); {len(plan.layers)} layers factorized, mean "
+        f"explained variance {plan.mean_explained_variance:.4f} — one DF for all layers at the "
+        f"same spend (DF {plan.uniform_df:g}) keeps {plan.uniform_mean_explained_variance:.4f}"
+        + (f"; written to {output}" if output else ""),
+        file=sys.stdout,
+    )
+    return 0

@@ -1,0 +1,303 @@
+"""Per-layer Tucker ranks for a budget, chosen without training.
+
+One DF for every layer spends parameters where they buy nothing: some kernels keep almost all
+their energy in a few channel directions, others need many. The planner measures, for every
+factorizable conv, how much of the kernel's energy each pair of ranks keeps (the paper's
+Appendix B explained variance, exact for every rank pair from one rotation of the kernel into
+its HOSVD bases), and spends the budget — parameters or GFLOPs per patch — step by step where
+the next step keeps the most energy per unit of cost (a greedy knapsack on a concave gain).
+The result is a list of `LayerRanks` that `compress_layers` applies like any manifest's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import TuckerSegmentError
+from .compress import LayerRanks, _conv_layers
+from .factorize import _leading_left_vectors
+from .ranks import DEFAULT_RANK_FLOOR, tucker_ranks
+
+BUDGET_KINDS = ("params", "gflops")
+
+
+@dataclass
+class LayerSpectrum:
+    """One conv: channels, the spatial sizes it runs at, and the kept-energy table."""
+
+    name: str
+    kind: str  # "conv" or "transposed"
+    in_channels: int
+    out_channels: int
+    kernel_size: list[int]
+    voxels_in: int  # spatial size of the input, for one patch
+    voxels_core: int  # where the core conv's multiply-adds are counted (FLOP convention)
+    voxels_out: int
+    bias: bool
+    kept: torch.Tensor  # kept[r0, r1]: energy share kept with ranks r0, r1 of weight modes 0, 1
+
+    @property
+    def kernel_volume(self) -> int:
+        return math.prod(self.kernel_size)
+
+    def explained_variance(self, rank_in: int, rank_out: int) -> float:
+        r0, r1 = self._modes(rank_in, rank_out)
+        return float(self.kept[r0, r1])
+
+    def _modes(self, rank_in: int, rank_out: int) -> tuple[int, int]:
+        # the weight's layout (tucker_block.py): Conv3d (C_out, C_in, …), transposed (C_in, C_out, …)
+        return (rank_in, rank_out) if self.kind == "transposed" else (rank_out, rank_in)
+
+    def params(self, rank_in: int, rank_out: int) -> int:
+        bias = self.out_channels if self.bias else 0
+        full = self.in_channels * self.out_channels * self.kernel_volume + bias
+        if rank_in == self.in_channels and rank_out == self.out_channels:
+            return full  # full ranks: the original conv stays
+        return (
+            self.in_channels * rank_in
+            + rank_in * rank_out * self.kernel_volume
+            + rank_out * self.out_channels
+            + bias
+        )
+
+    def flops(self, rank_in: int, rank_out: int) -> int:
+        """Multiply-adds for one patch (counting.py's convention)."""
+        core = self.kernel_volume * self.voxels_core
+        if rank_in == self.in_channels and rank_out == self.out_channels:
+            return self.in_channels * self.out_channels * core
+        return (
+            self.in_channels * rank_in * self.voxels_in
+            + rank_in * rank_out * core
+            + rank_out * self.out_channels * self.voxels_out
+        )
+
+
+def _unfold(weight: torch.Tensor, mode: int) -> torch.Tensor:
+    return weight.movedim(mode, 0).reshape(weight.shape[mode], -1)
+
+
+def _kept_table(weight: torch.Tensor) -> torch.Tensor:
+    """kept[a, b] = ‖W ×₀ U₀[:, :a]ᵀ ×₁ U₁[:, :b]ᵀ‖² / ‖W‖² with U the left singular vectors
+    of the two channel unfoldings: HOSVD's explained variance for every rank pair at once."""
+    w = weight.detach().to("cpu", torch.float64)
+    total = float(w.pow(2).sum())
+    # every left singular vector, strongest first (from the Gram matrix, as factorize does)
+    u0 = _leading_left_vectors(_unfold(w, 0), w.shape[0])
+    u1 = _leading_left_vectors(_unfold(w, 1), w.shape[1])
+    first = torch.tensordot(u0.T, w, dims=([1], [0]))  # (a, C1, k…): mode 0 rotated
+    rotated = torch.tensordot(u1.T, first.movedim(1, 0), dims=([1], [0])).movedim(0, 1)
+    energy = rotated.pow(2).reshape(rotated.shape[0], rotated.shape[1], -1).sum(-1)
+    cumulative = energy.cumsum(0).cumsum(1)
+    # a mode with more channels than its unfolding has columns (a first conv: one input
+    # channel) has fewer singular vectors than channels: ranks beyond them keep everything
+    rows = torch.arange(w.shape[0]).clamp(max=cumulative.shape[0] - 1)
+    cols = torch.arange(w.shape[1]).clamp(max=cumulative.shape[1] - 1)
+    table = torch.zeros(w.shape[0] + 1, w.shape[1] + 1, dtype=torch.float64)
+    table[1:, 1:] = cumulative[rows][:, cols]
+    return table / total if total > 0 else torch.ones_like(table)
+
+
+def layer_spectra(
+    network: nn.Module, patch_size: list[int], in_channels: int = 1, policy: str = "default"
+) -> list[LayerSpectrum]:
+    """The spectra of every conv the layer policy factorizes (network order); spatial sizes from
+    one pass of a meta-device copy (shapes only, instant)."""
+    import copy
+
+    convs = _conv_layers(network, policy)
+    meta = copy.deepcopy(network).to("meta")
+    twins = dict(meta.named_modules())
+    sizes: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name, _ in convs:
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
+            sizes[name] = (math.prod(inputs[0].shape[2:]), math.prod(output.shape[2:]))
+
+        handles.append(twins[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            meta(torch.empty(1, in_channels, *patch_size, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    spectra = []
+    for name, conv in convs:
+        transposed = isinstance(conv, nn.ConvTranspose3d)
+        voxels_in, voxels_out = sizes[name]
+        spectra.append(
+            LayerSpectrum(
+                name,
+                "transposed" if transposed else "conv",
+                conv.in_channels,
+                conv.out_channels,
+                list(conv.kernel_size),
+                voxels_in,
+                voxels_in if transposed else voxels_out,
+                voxels_out,
+                conv.bias is not None,
+                _kept_table(conv.weight),
+            )
+        )
+    return spectra
+
+
+def uniform_equivalent(
+    spectra: list[LayerSpectrum], budget_kind: str, cost: float, rank_floor: int
+) -> tuple[float, float]:
+    """The largest uniform DF (to 0.001) whose factorized layers cost no more than ``cost``,
+    and its mean explained variance: what one DF for all layers keeps for the same spend."""
+
+    def spend(df: float) -> float:
+        return sum(
+            _cost(s, budget_kind, *tucker_ranks(s.in_channels, s.out_channels, df, rank_floor))
+            for s in spectra
+        )
+
+    low, high = 0.001, 1.0
+    if spend(low) > cost:
+        return low, float("nan")
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (mid, high) if spend(mid) <= cost else (low, mid)
+    variances = [
+        s.explained_variance(*tucker_ranks(s.in_channels, s.out_channels, low, rank_floor))
+        for s in spectra
+    ]
+    return round(low, 3), sum(variances) / max(1, len(variances))
+
+
+@dataclass
+class Plan:
+    """Ranks per layer for a budget, and what they cost and keep."""
+
+    layers: list[LayerRanks]
+    budget_kind: str
+    budget: float
+    params: int  # of the factorized convs (planned) and of the original network's
+    params_original: int
+    gflops: float
+    gflops_original: float
+    mean_explained_variance: float
+    uniform_df: float  # one DF for all layers at the same spend on the factorized layers
+    uniform_mean_explained_variance: float
+
+
+def _cost(spectrum: LayerSpectrum, kind: str, rank_in: int, rank_out: int) -> float:
+    if kind == "params":
+        return float(spectrum.params(rank_in, rank_out))
+    return spectrum.flops(rank_in, rank_out) / 1e9
+
+
+def _steps(channels: int, rank_floor: int) -> list[int]:
+    """The ranks a mode may take: the floor, then sixteenths of the channels, then all."""
+    floor = min(channels, rank_floor)
+    step = max(1, math.ceil(channels / 16))
+    values = sorted({floor, channels, *range(step, channels + 1, step)})
+    return [v for v in values if v >= floor]
+
+
+def plan_ranks(
+    spectra: list[LayerSpectrum],
+    budget_kind: str,
+    budget: float,
+    fixed_cost: float,
+    rank_floor: int = DEFAULT_RANK_FLOOR,
+) -> tuple[list[tuple[int, int]], float]:
+    """Ranks (in, out) per layer whose cost plus ``fixed_cost`` (what no rank changes: norms,
+    1×1×1 convs, the head) stays within ``budget``, keeping the most total explained variance;
+    and the total cost. One line when even the rank floor does not fit."""
+    if budget_kind not in BUDGET_KINDS:
+        raise TuckerSegmentError(f"unknown budget {budget_kind!r}; choose {BUDGET_KINDS}")
+    grids = [
+        (_steps(s.in_channels, rank_floor), _steps(s.out_channels, rank_floor)) for s in spectra
+    ]
+    position = [[0, 0] for _ in spectra]
+    ranks = [(g_in[0], g_out[0]) for g_in, g_out in grids]
+    cost = fixed_cost + sum(_cost(s, budget_kind, *r) for s, r in zip(spectra, ranks, strict=True))
+    if cost > budget:
+        unit = "parameters" if budget_kind == "params" else "GFLOPs per patch"
+        raise TuckerSegmentError(
+            f"the budget ({budget:,.6g} {unit}) is below the smallest network these ranks "
+            f"allow ({cost:,.6g} at rank floor {rank_floor}); raise it or lower --rank-floor"
+        )
+    while True:
+        best = None
+        for i, s in enumerate(spectra):
+            for mode in (0, 1):
+                pos = list(position[i])
+                pos[mode] += 1
+                if pos[mode] >= len(grids[i][mode]):
+                    continue
+                new = (grids[i][0][pos[0]], grids[i][1][pos[1]])
+                extra = _cost(s, budget_kind, *new) - _cost(s, budget_kind, *ranks[i])
+                if cost + extra > budget:
+                    continue
+                gain = s.explained_variance(*new) - s.explained_variance(*ranks[i])
+                value = gain / max(extra, 1e-12)
+                if best is None or value > best[0]:
+                    best = (value, i, pos, new, extra)
+        if best is None:
+            return ranks, cost
+        _, i, pos, new, extra = best
+        position[i], ranks[i] = pos, new
+        cost += extra
+
+
+def plan_network(
+    network: nn.Module,
+    patch_size: list[int],
+    budget_kind: str,
+    budget: float,
+    in_channels: int = 1,
+    rank_floor: int = DEFAULT_RANK_FLOOR,
+) -> Plan:
+    """A plan for ``network`` (with its weights) within ``budget`` (``params``: parameters of
+    the whole network; ``gflops``: GFLOPs of one patch)."""
+    from .counting import count_network
+
+    spectra = layer_spectra(network, patch_size, in_channels)
+    original = count_network(network, patch_size, in_channels)
+    full = {s.name: (s.in_channels, s.out_channels) for s in spectra}
+    factorized = sum(_cost(s, budget_kind, *full[s.name]) for s in spectra)
+    total = original.params if budget_kind == "params" else original.gflops
+    ranks, cost = plan_ranks(spectra, budget_kind, budget, total - factorized, rank_floor)
+    layers = [  # a layer planned at full ranks keeps its original conv (not listed)
+        LayerRanks(
+            s.name,
+            s.kind,
+            s.in_channels,
+            s.out_channels,
+            s.kernel_size,
+            r_in,
+            r_out,
+            s.explained_variance(r_in, r_out),
+        )
+        for s, (r_in, r_out) in zip(spectra, ranks, strict=True)
+        if (r_in, r_out) != full[s.name]
+    ]
+    params = original.params - sum(
+        s.params(*full[s.name]) - s.params(*r) for s, r in zip(spectra, ranks, strict=True)
+    )
+    flops = original.flops - sum(
+        s.flops(*full[s.name]) - s.flops(*r) for s, r in zip(spectra, ranks, strict=True)
+    )
+    variances = [s.explained_variance(*r) for s, r in zip(spectra, ranks, strict=True)]
+    spent = sum(_cost(s, budget_kind, *r) for s, r in zip(spectra, ranks, strict=True))
+    uniform_df, uniform_variance = uniform_equivalent(spectra, budget_kind, spent, rank_floor)
+    return Plan(
+        layers,
+        budget_kind,
+        budget,
+        params,
+        original.params,
+        flops / 1e9,
+        original.gflops,
+        sum(variances) / max(1, len(variances)),
+        uniform_df,
+        uniform_variance,
+    )

@@ -1,0 +1,110 @@
+"""Rank plans on disk (`tucker-segment plan -o PLAN.json`) and the compressed models they make.
+
+A plan names the TS model it was made for (name and checkpoint SHA-256), its budget and the
+ranks of every factorized layer. `segment --plan PLAN.json` decomposes the model with exactly
+those ranks into the cache (keyed by the plan's content, written atomically) and runs it like
+any compressed model; a plan made for other weights is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..engine.compress import CompressionSettings, LayerRanks
+from ..engine.planner import Plan
+from ..errors import TuckerSegmentError
+
+FORMAT = "tuckersegment-plan"
+FORMAT_VERSION = 1
+
+
+def plan_json(plan: Plan, model: str, checkpoint_sha256: str, extra: dict[str, Any]) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model,
+        "source_checkpoint_sha256": checkpoint_sha256,
+        "budget": {"kind": plan.budget_kind, "value": plan.budget},
+        "params": {"planned": plan.params, "original": plan.params_original},
+        "gflops_per_patch": {"planned": plan.gflops, "original": plan.gflops_original},
+        "mean_explained_variance": plan.mean_explained_variance,
+        "uniform_equivalent": {
+            "df": plan.uniform_df,
+            "mean_explained_variance": plan.uniform_mean_explained_variance,
+        },
+        "layers": [layer.to_json() for layer in plan.layers],
+        **extra,
+    }
+
+
+def read_plan(path: Path) -> dict:
+    """A plan file, checked; one line for anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TuckerSegmentError(f"plan not found: {path}") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TuckerSegmentError(f"{path} is not a plan (invalid JSON: {error})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise TuckerSegmentError(f"{path} is not a plan made by `tucker-segment plan`")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise TuckerSegmentError(f"{path}: plan format version {data.get('format_version')}")
+    try:
+        [LayerRanks(**layer) for layer in data["layers"]]
+        str(data["model"]), str(data["source_checkpoint_sha256"])
+    except (KeyError, TypeError) as error:
+        raise TuckerSegmentError(f"{path} is incomplete: {error!r}") from None
+    return data
+
+
+def plan_digest(plan: dict) -> str:
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+
+
+def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") -> Path:
+    """The compressed model of a plan for ``model_folder``: from the cache, or decomposed with
+    the plan's ranks and stored (atomically). Returns its folder (a `--compressed-model`)."""
+    from ..engine.compress import compress_layers
+    from ..engine.counting import count_original_and_compressed
+    from ..ts.model_folder import open_model_folder
+    from .cache import cache_root
+    from .compressed_format import Manifest, read_manifest, save_compressed
+
+    plan = read_plan(plan_path)
+    folder = open_model_folder(model_folder)
+    source = folder.checkpoint_sha256()
+    if plan["source_checkpoint_sha256"] != source:
+        raise TuckerSegmentError(
+            f"{plan_path} was made for other {plan['model']} weights (checkpoint "
+            f"{plan['source_checkpoint_sha256'][:12]}…, installed {source[:12]}…); make it again"
+        )
+    path = cache_root() / "planned" / f"{plan_digest(plan)[:24]}-{method}"
+    if (path / "manifest.json").is_file():
+        try:
+            read_manifest(path)
+            return path
+        except TuckerSegmentError:
+            pass  # damaged: rebuilt below
+    layers = [LayerRanks(**layer) for layer in plan["layers"]]
+    network = folder.load_network("cpu")
+    compress_layers(network, layers, method)
+    before, after = count_original_and_compressed(folder.spec, layers)
+    nominal = min(1.0, max(1e-3, after.params / before.params))  # a record, not the ranks' rule
+    manifest = Manifest(
+        spec=folder.spec,
+        settings=CompressionSettings(df=round(nominal, 4), method=method),
+        layers=layers,
+        source_sha256=source,
+        extra={
+            "model": plan["model"],
+            "source_model": folder.path.name,
+            "params": {"original": before.params, "compressed": after.params},
+            "gflops_per_patch": {"original": before.gflops, "compressed": after.gflops},
+            "plan": {k: v for k, v in plan.items() if k != "layers"},
+        },
+    )
+    save_compressed(path, network.eval(), manifest)
+    return path
