@@ -1,0 +1,156 @@
+"""A planned network against one DF for all layers at the same parameter count, on the test
+models: mean Dice with the original networks (over the model's structures present) on held-out
+phantoms, through TS's pipeline (`segment --plan` vs `segment --df`). Prints a table and writes
+a CSV.
+
+    .venv/bin/python Testing/plan_vs_uniform.py [--budgets 3mm=25,3mm=15,3mm=8,organs=15]
+        [--rank-floor 4] [-o plan-vs-uniform.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
+sys.path.insert(0, str(HERE))
+MODELS = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
+EVAL_SEEDS = (801, 802, 803)  # neither the test models' training seeds nor the fine-tuning ones
+
+
+def _model_folder(model: str) -> Path:
+    from TuckerSegmentLib.ts.weights import fastest_model, total_models
+
+    models = {m.name: m for m in [*total_models(True), fastest_model(), *total_models(False)]}
+    return models[model].folder(MODELS)
+
+
+def _uniform_df(model: str, params: int, rank_floor: int) -> tuple[float, int]:
+    """The largest DF (to 0.001) whose network has no more than ``params`` parameters."""
+    from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
+    from TuckerSegmentLib.engine.counting import count_original_and_compressed
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
+
+    spec = open_model_folder(_model_folder(model)).spec
+
+    def count(df: float) -> int:
+        layers = compress_network(
+            spec.build("meta"), CompressionSettings(df=df, rank_floor=rank_floor), False
+        )
+        return count_original_and_compressed(spec, layers)[1].params
+
+    low, high = 0.001, 1.0
+    for _ in range(20):
+        mid = (low + high) / 2
+        low, high = (mid, high) if count(mid) <= params else (low, mid)
+    low = round(low - 0.0005, 3)
+    return low, count(low)
+
+
+def agreement(model: str, seed: int, tmp: Path, **run) -> float:
+    import nibabel as nib
+    from finetune_curve import model_experts
+    from TuckerSegmentLib.demo.phantom import make_phantom
+    from TuckerSegmentLib.pipeline.agreement import compare_labels
+    from TuckerSegmentLib.pipeline.segment import SegmentOptions, segment
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
+    from TuckerSegmentLib.ts.structures import structure_names
+
+    fast = model == "3mm"
+    ct, _ = make_phantom(seed, spacing=3.0 if fast else 1.5).to_nifti()
+    nib.save(ct, tmp / "ct.nii.gz")
+    out = tmp / f"seg-{seed}.nii.gz"
+    others = {} if fast else {m: 1.0 for m in model_experts() if m != model}
+    segment(
+        SegmentOptions(
+            tmp / "ct.nii.gz",
+            out,
+            fast=fast,
+            expert_df={**others, **({model: run["df"]} if "df" in run else {})},
+            plans=run.get("plans", []),
+            compare=True,
+            device="cpu",
+            precision="fp32",
+            weights_dir=MODELS,
+        )
+    )
+    names = structure_names()
+    ours = set(open_model_folder(_model_folder(model)).spec.labels)
+    result = np.asanyarray(nib.load(out).dataobj)
+    original = np.asanyarray(nib.load(str(out).replace(".nii.gz", ".original.nii.gz")).dataobj)
+    spacing = tuple(float(z) for z in nib.load(out).header.get_zooms()[:3])
+    report = compare_labels(original, result, spacing, names)
+    return float(np.mean([s.dice for s in report.present() if s.name in ours]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="3mm=25,3mm=15,3mm=8,organs=15")
+    parser.add_argument("--rank-floor", type=int, default=4)
+    parser.add_argument("-o", "--output", default="plan-vs-uniform.csv")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ["TUCKERSEGMENT_CACHE"] = str(tmp / "cache")
+        from TuckerSegmentLib.cli.main import main as cli
+
+        for item in args.budgets.split(","):
+            model, percent = item.split("=")
+            plan_path = tmp / f"plan-{model}-{percent}.json"
+            code = cli(
+                [
+                    "plan",
+                    "--model",
+                    model,
+                    "--max-params",
+                    f"{percent}%",
+                    "--rank-floor",
+                    str(args.rank_floor),
+                    "--weights-dir",
+                    str(MODELS),
+                    "-o",
+                    str(plan_path),
+                ]
+            )
+            assert code == 0
+            plan = json.loads(plan_path.read_text())
+            df, uniform_params = _uniform_df(model, plan["params"]["planned"], args.rank_floor)
+            planned = [agreement(model, s, tmp, plans=[plan_path]) for s in EVAL_SEEDS]
+            uniform = [agreement(model, s, tmp, df=df) for s in EVAL_SEEDS]
+            row = {
+                "model": model,
+                "budget_percent": float(percent),
+                "planned_params": plan["params"]["planned"],
+                "uniform_df": df,
+                "uniform_params": uniform_params,
+                "original_params": plan["params"]["original"],
+                "planned_agreement": float(np.mean(planned)),
+                "uniform_agreement": float(np.mean(uniform)),
+                "planned_explained_variance": plan["mean_explained_variance"],
+            }
+            row["gain"] = row["planned_agreement"] - row["uniform_agreement"]
+            rows.append(row)
+            print(
+                f"{model} {percent}%: plan {row['planned_params']:,} params → Dice "
+                f"{row['planned_agreement']:.3f}; uniform DF {df:g} {uniform_params:,} params → "
+                f"{row['uniform_agreement']:.3f}; gain {row['gain']:+.3f}",
+                flush=True,
+            )
+    with open(args.output, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
