@@ -33,8 +33,9 @@ def _model_folder(model: str) -> Path:
     return models[model].folder(MODELS)
 
 
-def _uniform_df(model: str, params: int, rank_floor: int) -> tuple[float, int]:
-    """The largest DF (to 0.001) whose network has no more than ``params`` parameters."""
+def _uniform_dfs(model: str, params: int, rank_floor: int) -> list[tuple[float, int]]:
+    """The DFs (to 0.001) closest to ``params`` parameters from below and from above (a DF's
+    ranks move in whole channels, so no DF matches a plan exactly)."""
     from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
     from TuckerSegmentLib.engine.counting import count_original_and_compressed
     from TuckerSegmentLib.ts.model_folder import open_model_folder
@@ -51,8 +52,9 @@ def _uniform_df(model: str, params: int, rank_floor: int) -> tuple[float, int]:
     for _ in range(20):
         mid = (low + high) / 2
         low, high = (mid, high) if count(mid) <= params else (low, mid)
-    low = round(low - 0.0005, 3)
-    return low, count(low)
+    below = round(low - 0.0005, 3)
+    above = round(high + 0.0005, 3)
+    return [(below, count(below)), (above, count(above))]
 
 
 def agreement(model: str, seed: int, tmp: Path, **run) -> float:
@@ -123,26 +125,34 @@ def main() -> int:
             )
             assert code == 0
             plan = json.loads(plan_path.read_text())
-            df, uniform_params = _uniform_df(model, plan["params"]["planned"], args.rank_floor)
+            (below, below_params), (above, above_params) = _uniform_dfs(
+                model, plan["params"]["planned"], args.rank_floor
+            )
             planned = [agreement(model, s, tmp, plans=[plan_path]) for s in EVAL_SEEDS]
-            uniform = [agreement(model, s, tmp, df=df) for s in EVAL_SEEDS]
+            under = [agreement(model, s, tmp, df=below) for s in EVAL_SEEDS]
+            over = [agreement(model, s, tmp, df=above) for s in EVAL_SEEDS]
             row = {
                 "model": model,
                 "budget_percent": float(percent),
                 "planned_params": plan["params"]["planned"],
-                "uniform_df": df,
-                "uniform_params": uniform_params,
                 "original_params": plan["params"]["original"],
                 "planned_agreement": float(np.mean(planned)),
-                "uniform_agreement": float(np.mean(uniform)),
+                "uniform_df_below": below,
+                "uniform_params_below": below_params,
+                "uniform_agreement_below": float(np.mean(under)),
+                "uniform_df_above": above,
+                "uniform_params_above": above_params,
+                "uniform_agreement_above": float(np.mean(over)),
                 "planned_explained_variance": plan["mean_explained_variance"],
             }
-            row["gain"] = row["planned_agreement"] - row["uniform_agreement"]
+            best_uniform = max(row["uniform_agreement_below"], row["uniform_agreement_above"])
+            row["gain"] = row["planned_agreement"] - best_uniform
             rows.append(row)
             print(
                 f"{model} {percent}%: plan {row['planned_params']:,} params → Dice "
-                f"{row['planned_agreement']:.3f}; uniform DF {df:g} {uniform_params:,} params → "
-                f"{row['uniform_agreement']:.3f}; gain {row['gain']:+.3f}",
+                f"{row['planned_agreement']:.3f}; uniform DF {below:g} ({below_params:,}) → "
+                f"{row['uniform_agreement_below']:.3f}, DF {above:g} ({above_params:,}) → "
+                f"{row['uniform_agreement_above']:.3f}; gain over the better {row['gain']:+.3f}",
                 flush=True,
             )
     with open(args.output, "w", newline="") as handle:
