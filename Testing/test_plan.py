@@ -133,3 +133,27 @@ def test_plan_command_and_segment_with_the_plan(isolated_home, tmp_path, phantom
     assert (
         impossible.stderr.strip().splitlines()[-1].startswith("tucker-segment: error: the budget")
     )
+
+
+def test_report_draws_the_explained_variance_heatmap(isolated_home, tmp_path):
+    """`report`: the heatmap PNG and the table of the DF's ranks and kept share per layer."""
+    png = tmp_path / "ev.png"
+    args = ["report", "--model", "3mm", "--df", "0.3", "--weights-dir", str(MODELS)]
+    result = run_cli(*args, "-o", str(png), env=isolated_home)
+    assert result.returncode == 0, result.stderr
+    assert png.stat().st_size > 20_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    folder = open_model_folder(FOLDER_3MM)
+    layers = [
+        n
+        for n, m in folder.load_network("cpu").named_modules()
+        if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)
+        and any(k > 1 for k in m.kernel_size)
+    ]
+    lines = [
+        line for line in result.stdout.splitlines() if line.split() and line.split()[0] in layers
+    ]
+    assert len(lines) == len(layers)
+    kept = [float(line.split()[3]) for line in lines]
+    assert all(0.0 < k <= 1.0 for k in kept)
+    bad = run_cli(*args, "-o", str(tmp_path / "ev.jpg"), env=isolated_home)
+    assert bad.returncode == 1 and "a .png in an existing folder" in bad.stderr

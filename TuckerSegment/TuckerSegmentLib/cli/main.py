@@ -855,6 +855,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .plan import add_plan
+    from .report import add_report
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -873,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_finetune(sub)
     add_plan(sub)
+    add_report(sub)
     _add_worker(sub)
     return parser
 

@@ -53,7 +53,8 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_plan)
 
 
-def _model_folder(name: str, weights: Path | None) -> Path:
+def model_folder(name: str, weights: Path | None) -> Path:
+    """The installed folder of one of TS's `total` models (3mm, 6mm or an expert)."""
     from ..ts.weights import fastest_model, total_models, weights_dir
 
     models = {m.name: m for m in [*total_models(True), fastest_model(), *total_models(False)]}
@@ -77,7 +78,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if output is not None and not output.parent.is_dir():
         raise TuckerSegmentError(f"folder for {output} does not exist")
     weights = Path(args.weights_dir) if args.weights_dir else None
-    folder = open_model_folder(_model_folder(args.model, weights))
+    folder = open_model_folder(model_folder(args.model, weights))
     network = folder.load_network("cpu")
     spec = folder.spec
     original = count_network(network, spec.patch_size, spec.input_channels)

@@ -52,11 +52,14 @@ class LayerSpectrum:
         # the weight's layout (tucker_block.py): Conv3d (C_out, C_in, …), transposed (C_in, C_out, …)
         return (rank_in, rank_out) if self.kind == "transposed" else (rank_out, rank_in)
 
-    def params(self, rank_in: int, rank_out: int) -> int:
+    def params(self, rank_in: int, rank_out: int, original_at_full_rank: bool = True) -> int:
+        """Parameters of the layer at these ranks: the Tucker block's, or the original conv's
+        at full ranks (a plan keeps it; one DF for all layers replaces it all the same)."""
         bias = self.out_channels if self.bias else 0
         full = self.in_channels * self.out_channels * self.kernel_volume + bias
-        if rank_in == self.in_channels and rank_out == self.out_channels:
-            return full  # full ranks: the original conv stays
+        at_full = rank_in == self.in_channels and rank_out == self.out_channels
+        if at_full and original_at_full_rank:
+            return full
         return (
             self.in_channels * rank_in
             + rank_in * rank_out * self.kernel_volume
