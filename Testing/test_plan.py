@@ -5,6 +5,7 @@ runs through TS's pipeline with `segment --plan`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,29 @@ def test_report_draws_the_explained_variance_heatmap(isolated_home, tmp_path):
     assert all(0.0 < k <= 1.0 for k in kept)
     bad = run_cli(*args, "-o", str(tmp_path / "ev.jpg"), env=isolated_home)
     assert bad.returncode == 1 and "a .png in an existing folder" in bad.stderr
+
+
+def test_a_latency_budget_becomes_the_gflops_the_measured_line_allows():
+    from TuckerSegmentLib.runtime.latency_model import LatencyLine
+
+    line = LatencyLine(fixed_ms=100.0, ms_per_gflop=20.0, points=[], device="cpu")
+    assert line.gflops_for(300) == pytest.approx(10.0)
+    assert line.milliseconds(10.0) == pytest.approx(300.0)
+    with pytest.raises(TuckerSegmentError, match="below what this device needs whatever the ranks"):
+        line.gflops_for(90)
+
+
+def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp_path):
+    """`plan --max-latency-ms`: the device's line is timed once and cached; the plan's predicted
+    milliseconds stay within the budget; --verify times the planned network as well."""
+    args = ["plan", "--model", "3mm", "--weights-dir", str(MODELS), "--json", "--verify"]
+    first = run_cli(*args, "--max-latency-ms", "100000", env=isolated_home)
+    assert first.returncode == 0, first.stderr
+    latency = json.loads(first.stdout)["latency"]
+    assert latency["predicted_ms"] <= 100000 and latency["measured_ms"] > 0
+    lines = list((Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "latency").glob("*.json"))
+    assert len(lines) == 1
+    again = run_cli(*args, "--max-latency-ms", "100000", env=isolated_home)
+    assert json.loads(again.stdout)["latency"]["line"] == latency["line"]  # from the cache
+    too_fast = run_cli(*args[:-2], "--max-latency-ms", "0.001", env=isolated_home)
+    assert too_fast.returncode == 1 and "below what this device needs" in too_fast.stderr

@@ -46,6 +46,18 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-params", help="parameters of the whole network: 15%% or 1.5M")
     budget.add_argument("--max-gflops", help="GFLOPs per patch: 20%% or 150")
+    budget.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="milliseconds per patch on --device (the device's ms-per-GFLOP line is measured "
+        "once and cached)",
+    )
+    p.add_argument("--device", default="cpu", help="for --max-latency-ms: cpu, cuda, cuda:N")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="with --max-latency-ms: also time the planned network and print both",
+    )
     p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
     p.add_argument("-o", "--output", help="write the plan (JSON) here")
@@ -83,15 +95,28 @@ def run_plan(args: argparse.Namespace) -> int:
     spec = folder.spec
     original = count_network(network, spec.patch_size, spec.input_channels)
     kind = "params" if args.max_params else "gflops"
-    total = original.params if kind == "params" else original.gflops
-    value = budget_value(args.max_params or args.max_gflops, total)
+    line = None
+    if args.max_latency_ms is not None:
+        line = _latency_line(network, folder, args.device)
+        value = line.gflops_for(args.max_latency_ms)
+    else:
+        total = original.params if kind == "params" else original.gflops
+        value = budget_value(args.max_params or args.max_gflops, total)
     plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
-    data = plan_json(
-        plan,
-        args.model,
-        folder.checkpoint_sha256(),
-        {"rank_floor": rank_floor, "budget_given": args.max_params or args.max_gflops},
-    )
+    extra = {
+        "rank_floor": rank_floor,
+        "budget_given": args.max_params or args.max_gflops or f"{args.max_latency_ms:g} ms",
+    }
+    if line is not None:
+        extra["latency"] = {
+            "device": args.device,
+            "budget_ms": args.max_latency_ms,
+            "predicted_ms": line.milliseconds(plan.gflops),
+            "line": {"fixed_ms": line.fixed_ms, "ms_per_gflop": line.ms_per_gflop},
+        }
+        if args.verify:
+            extra["latency"]["measured_ms"] = _measured_ms(network, folder, plan, args.device)
+    data = plan_json(plan, args.model, folder.checkpoint_sha256(), extra)
     if output is not None:
         partial = output.with_name(f".{output.name}.part")
         partial.write_text(json.dumps(data, indent=2) + "\n")
@@ -108,4 +133,45 @@ def run_plan(args: argparse.Namespace) -> int:
         + (f"; written to {output}" if output else ""),
         file=sys.stdout,
     )
+    if line is not None:
+        latency = data["latency"]
+        measured = latency.get("measured_ms")
+        print(
+            f"latency on {args.device}: {latency['predicted_ms']:.0f} ms per patch predicted "
+            f"(budget {args.max_latency_ms:g} ms; original {line.milliseconds(plan.gflops_original):.0f} ms)"
+            + (f", {measured:.0f} ms measured" if measured is not None else "")
+        )
     return 0
+
+
+def _latency_line(network, folder, device: str):  # noqa: ANN001, ANN202
+    from ..runtime.devices import resolve_device
+    from ..runtime.latency_model import latency_line
+    from ..storage.cache import cache_root
+
+    spec = folder.spec
+    return latency_line(
+        network,
+        spec.patch_size,
+        folder.checkpoint_sha256(),
+        resolve_device(device),
+        "fp32",
+        spec.input_channels,
+        cache_root() / "latency",
+    )
+
+
+def _measured_ms(network, folder, plan, device: str) -> float:  # noqa: ANN001
+    import copy
+
+    import torch
+
+    from ..engine.compress import compress_layers
+    from ..runtime.devices import resolve_device
+    from ..runtime.latency_model import _median_ms
+
+    device = resolve_device(device)
+    planned = copy.deepcopy(network)
+    compress_layers(planned, plan.layers)
+    x = torch.randn(1, folder.spec.input_channels, *folder.spec.patch_size, device=device)
+    return _median_ms(planned.to(device).eval(), x, device, "fp32")
