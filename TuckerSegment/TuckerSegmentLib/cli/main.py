@@ -397,8 +397,14 @@ def _print_segment_summary(result: dict, out) -> None:  # noqa: ANN001
     from ..pipeline.agreement import format_agreement
 
     timings = result["timings"]
+
+    def kind(info: dict) -> str:
+        if "prune" in info:
+            return f"pruned {info['prune']['method']} {info['prune']['ratio']:g}"
+        return "planned ranks" if "plan" in info else f"DF {info['df']:g}"
+
     models = ", ".join(
-        f"{name} DF {info['df']:g}"
+        f"{name} {kind(info)}"
         + (f" ({info['params'] / 1e6:.2f} M params)" if info.get("params") else "")
         for name, info in result["models"].items()
     )
@@ -855,6 +861,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .plan import add_plan
+    from .prune import add_prune
     from .report import add_report
 
     parser = argparse.ArgumentParser(
@@ -874,6 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_finetune(sub)
     add_plan(sub)
+    add_prune(sub)
     add_report(sub)
     _add_worker(sub)
     return parser

@@ -497,8 +497,9 @@ def _prepare_model(
     if given is not None:
         info["given_model"] = str(given)
         info["cache"] = "given"
-        if "finetune" in extra:
-            info["finetune"] = extra["finetune"]
+        for record in ("finetune", "prune", "plan"):  # what made the given model
+            if record in extra:
+                info[record] = extra[record]
     return prepared, info
 
 

@@ -1,0 +1,120 @@
+"""`tucker-segment prune`: the paper's L2 baseline and the thesis's random-widest, as zeroed
+filters in the compressed-model format, run through TS's pipeline like any compressed model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import MODELS, run_cli
+from TuckerSegmentLib.engine.prune import channel_norms, prune_network, zeroed_share
+from TuckerSegmentLib.errors import TuckerSegmentError
+from TuckerSegmentLib.ts.architectures import builtin_spec
+
+
+@pytest.fixture()
+def ts_3mm():
+    spec = builtin_spec("3mm")  # TS's full-size 3 mm architecture, seeded weights
+    return spec.build("cpu", seed=0).eval()
+
+
+def test_l2_zeroes_each_layers_weakest_filters(ts_3mm):
+    before = {
+        n: channel_norms(m)
+        for n, m in ts_3mm.named_modules()
+        if hasattr(m, "weight")
+        and isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)
+        and any(k > 1 for k in m.kernel_size)
+    }
+    pruned = prune_network(ts_3mm, "l2", 0.5)
+    modules = dict(ts_3mm.named_modules())
+    assert {p.name for p in pruned} == set(before)
+    for p in pruned:
+        assert len(p.zeroed) == p.out_channels // 2
+        after = channel_norms(modules[p.name])
+        assert torch.all(after[p.zeroed] == 0)
+        kept = [c for c in range(p.out_channels) if c not in p.zeroed]
+        assert before[p.name][p.zeroed].max() <= before[p.name][kept].min()  # the weakest ones
+        assert torch.equal(after[kept], before[p.name][kept])  # the rest untouched
+    assert zeroed_share(ts_3mm, pruned) == pytest.approx(0.5, abs=0.01)
+
+
+def test_random_widest_takes_filters_from_the_widest_layers_only(ts_3mm):
+    pruned = prune_network(ts_3mm, "random-widest", 0.3, seed=1)
+    widths = {p.name: p.out_channels for p in pruned}
+    touched = [p for p in pruned if p.zeroed]
+    assert touched and min(widths[p.name] for p in touched) >= sorted(set(widths.values()))[-2]
+    remaining = [p.out_channels - len(p.zeroed) for p in pruned]
+    widest_left = max(remaining)
+    assert all(
+        r >= widest_left - 1 for r, p in zip(remaining, pruned, strict=True) if p.zeroed
+    )  # levelled
+    assert zeroed_share(ts_3mm, pruned) == pytest.approx(0.3, abs=0.01)
+    again = prune_network(builtin_spec("3mm").build("cpu", seed=0), "random-widest", 0.3, seed=1)
+    assert [p.zeroed for p in again] == [p.zeroed for p in pruned]  # seeded
+
+
+@pytest.mark.parametrize("method, ratio", [("l2", 0.0), ("l2", 1.0), ("magnitude", 0.5)])
+def test_bad_settings_are_refused(ts_3mm, method, ratio):
+    with pytest.raises(TuckerSegmentError):
+        prune_network(ts_3mm, method, ratio)
+
+
+def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_files):
+    out = tmp_path / "pruned"
+    made = run_cli(
+        "prune",
+        "--model",
+        "3mm",
+        "--method",
+        "l2",
+        "--ratio",
+        "0.25",
+        "-o",
+        str(out),
+        "--weights-dir",
+        str(MODELS),
+        env=isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["prune"]["method"] == "l2" and manifest["layers"] == []
+    assert manifest["params"]["compressed"] < manifest["params"]["original"]
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert any(float(v.abs().sum()) > 0 for v in state.values())
+    seg = tmp_path / "seg.nii.gz"
+    run = run_cli(
+        "segment",
+        "-i",
+        str(phantom_files[0]),
+        "-o",
+        str(seg),
+        "--fast",
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+        "--compressed-model",
+        str(out),
+        env={**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "3mm pruned l2 0.25" in run.stdout
+    model = json.loads((tmp_path / "seg.json").read_text())["models"]["3mm"]
+    assert model["prune"]["ratio"] == 0.25 and model["cache"] == "given"
+    again = run_cli(
+        "prune",
+        "--model",
+        "3mm",
+        "--method",
+        "l2",
+        "--ratio",
+        "0.25",
+        "-o",
+        str(out),
+        "--weights-dir",
+        str(MODELS),
+        env=isolated_home,
+    )
+    assert again.returncode == 1 and "exists" in again.stderr
