@@ -118,3 +118,49 @@ def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_fi
         env=isolated_home,
     )
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_files):
+    """`curves`: each method's model at each share, segmented beside the original; CSV + PNG."""
+    import csv
+
+    stem = tmp_path / "curves"
+    run = run_cli(
+        "curves",
+        "--model",
+        "3mm",
+        "--image",
+        str(phantom_files[0]),
+        "--methods",
+        "tucker,l2",
+        "--removed",
+        "0.5",
+        "--weights-dir",
+        str(MODELS),
+        "-o",
+        str(stem),
+        env={**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)},
+    )
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
+    assert [r["method"] for r in rows] == ["tucker", "l2"]
+    for row in rows:
+        assert 0.4 < int(row["params"]) / int(row["params_original"]) <= 0.55
+        assert 0.0 <= float(row["mean_dice"]) <= 1.0
+    assert float(rows[0]["mean_dice"]) > float(rows[1]["mean_dice"])  # the paper's finding
+    assert stem.with_suffix(".png").stat().st_size > 20_000
+    bad = run_cli(
+        "curves",
+        "--model",
+        "3mm",
+        "--image",
+        str(phantom_files[0]),
+        "--methods",
+        "svd",
+        "--weights-dir",
+        str(MODELS),
+        "-o",
+        str(stem),
+        env=isolated_home,
+    )
+    assert bad.returncode == 1 and "unknown method svd" in bad.stderr

@@ -860,6 +860,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .curves import add_curves
     from .plan import add_plan
     from .prune import add_prune
     from .report import add_report
@@ -881,6 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_finetune(sub)
     add_plan(sub)
+    add_curves(sub)
     add_prune(sub)
     add_report(sub)
     _add_worker(sub)

@@ -33,53 +33,19 @@ def add_prune(sub: argparse._SubParsersAction) -> None:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from ..engine.compress import CompressionSettings
-    from ..engine.counting import count_network
-    from ..engine.prune import prune_network, zeroed_share
-    from ..storage.compressed_format import Manifest, save_compressed
-    from ..ts.model_folder import open_model_folder
+    from ..storage.pruned import write_pruned_model
     from .plan import model_folder
 
     output = Path(args.output)
     if output.exists():
         raise TuckerSegmentError(f"{output} exists; choose another output (it is never replaced)")
-    folder = open_model_folder(
-        model_folder(args.model, Path(args.weights_dir) if args.weights_dir else None)
-    )
-    network = folder.load_network("cpu")
-    counts = count_network(network, folder.spec.patch_size, folder.spec.input_channels)
-    pruned = prune_network(network, args.method, args.ratio, args.seed)
-    share = zeroed_share(network, pruned)
-    modules = dict(network.named_modules())
-    zeroed_weights = sum(
-        modules[p.name].weight.numel() // p.out_channels * len(p.zeroed) for p in pruned
-    )
-    manifest = Manifest(
-        spec=folder.spec,
-        settings=CompressionSettings(df=1.0),  # no Tucker layers: the pruned original
-        layers=[],
-        source_sha256=folder.checkpoint_sha256(),
-        extra={
-            "model": args.model,
-            "source_model": folder.path.name,
-            # the paper's measure: the zeroed filters' weights count as removed; the shapes
-            # (and so the FLOPs run) are the original's
-            "params": {"original": counts.params, "compressed": counts.params - zeroed_weights},
-            "gflops_per_patch": {"original": counts.gflops, "compressed": counts.gflops},
-            "prune": {
-                "method": args.method,
-                "ratio": args.ratio,
-                "seed": args.seed if args.method == "random-widest" else None,
-                "zeroed_share_of_pruned_layers": share,
-                "layers": {p.name: [p.out_channels, len(p.zeroed)] for p in pruned},
-            },
-        },
-    )
-    save_compressed(output, network.eval(), manifest)
+    folder = model_folder(args.model, Path(args.weights_dir) if args.weights_dir else None)
+    made = write_pruned_model(folder, args.model, args.method, args.ratio, args.seed, output)
+    removed = made.params_original - made.params_left
     print(
-        f"wrote {output}: {args.model}, {args.method} {args.ratio:g}: {share:.1%} of the "
-        f"factorizable layers' kernel weights zeroed ({zeroed_weights:,} of "
-        f"{counts.params:,} parameters)",
+        f"wrote {output}: {args.model}, {args.method} {args.ratio:g}: {made.zeroed_share:.1%} of "
+        f"the factorizable layers' kernel weights zeroed ({removed:,} of "
+        f"{made.params_original:,} parameters)",
         file=sys.stdout,
     )
     return 0

@@ -1,0 +1,203 @@
+"""Agreement against compression for each method, on the user's own CTs.
+
+For every method and share of parameters removed, the model is made (Tucker at the uniform DF
+with that many parameters, Tucker with planned ranks, or a pruning baseline) and each image is
+segmented through TS's pipeline with the original alongside (`segment --compare`; the original's
+run is kept between the points of one image). The points hold the mean Dice and NSD with the
+original over the structures present, and the parameters the model really has.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import TuckerSegmentError
+
+METHODS = ("tucker", "plan", "l2", "random-widest")
+
+
+@dataclass
+class CurvePoint:
+    method: str
+    removed: float  # share of the model's parameters asked to be removed
+    params: int
+    params_original: int
+    image: str
+    mean_dice: float | None
+    mean_nsd: float | None
+
+
+def _uniform_df(model_folder: Path, params: int, rank_floor: int) -> float:
+    """The largest DF (to 0.001) whose network has at most ``params`` parameters."""
+    from ..engine.compress import CompressionSettings, compress_network
+    from ..engine.counting import count_original_and_compressed
+    from ..ts.model_folder import open_model_folder
+
+    spec = open_model_folder(model_folder).spec
+
+    def count(df: float) -> int:
+        network = spec.build("meta")
+        layers = compress_network(network, CompressionSettings(df=df, rank_floor=rank_floor), False)
+        return count_original_and_compressed(spec, layers)[1].params
+
+    low, high = 0.001, 1.0
+    if count(low) > params:
+        raise TuckerSegmentError(
+            f"no DF leaves only {params:,} parameters at rank floor {rank_floor}"
+        )
+    for _ in range(20):
+        mid = (low + high) / 2
+        low, high = (mid, high) if count(mid) <= params else (low, mid)
+    return round(low - 0.0005, 3)
+
+
+def make_model(
+    method: str, removed: float, model: str, model_folder: Path, work: Path, rank_floor: int
+) -> Path:
+    """The model for one point, as a `--compressed-model` folder under ``work``."""
+    from ..engine.compress import CompressionSettings
+    from ..engine.counting import count_network
+    from ..engine.planner import plan_network
+    from ..storage.decompose import compress_model_folder, write_compressed_model
+    from ..storage.plan_file import plan_json, planned_model
+    from ..storage.pruned import write_pruned_model
+    from ..ts.model_folder import open_model_folder
+
+    out = work / f"{model}-{method}-{removed:g}"
+    if method in ("l2", "random-widest"):
+        return write_pruned_model(model_folder, model, method, removed, 0, out).path
+    folder = open_model_folder(model_folder)
+    network = folder.load_network("cpu")
+    spec = folder.spec
+    budget = (1 - removed) * count_network(network, spec.patch_size, spec.input_channels).params
+    if method == "tucker":
+        df = _uniform_df(model_folder, int(budget), rank_floor)
+        result = compress_model_folder(
+            model_folder, CompressionSettings(df=df, rank_floor=rank_floor)
+        )
+        result.manifest.extra["model"] = model
+        return write_compressed_model(result, out)
+    plan = plan_network(network, spec.patch_size, "params", budget, spec.input_channels, rank_floor)
+    path = work / f"{model}-plan-{removed:g}.json"
+    path.write_text(json.dumps(plan_json(plan, model, folder.checkpoint_sha256(), {})))
+    return planned_model(path, model_folder)
+
+
+def compression_curves(
+    images: list[Path],
+    model: str,
+    methods: list[str],
+    removed: list[float],
+    work: Path,
+    weights_dir: Path | None = None,
+    rank_floor: int = 8,
+    device: str = "cpu",
+) -> list[CurvePoint]:
+    from ..ts.weights import total_models
+    from ..ts.weights import weights_dir as default_weights
+    from . import warm_cache
+    from .segment import SegmentOptions, segment
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise TuckerSegmentError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
+    if not removed or any(not 0 < r < 1 for r in removed):
+        raise TuckerSegmentError("--removed: shares between 0 and 1, e.g. 0.5 0.75 0.85")
+    for image in images:
+        if not Path(image).exists():
+            raise TuckerSegmentError(f"input not found: {image}")
+    fast = model == "3mm"
+    models = {m.name: m for m in [*total_models(True), *total_models(False)]}
+    if model not in models:
+        raise TuckerSegmentError(f"--model: one of {', '.join(models)}")
+    folder = models[model].folder(Path(weights_dir) if weights_dir else default_weights())
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        raise TuckerSegmentError(f"the {model} model's TS weights are not installed ({folder})")
+    experts = [m.name for m in total_models(False)]
+    made = {
+        (m, r): make_model(m, r, model, folder, work, rank_floor) for m in methods for r in removed
+    }
+    points = []
+    warm_cache.keep_between_runs(True)  # the original's run, once per image
+    try:
+        for image in images:
+            for (method, share), path in made.items():
+                out = work / f"seg-{method}-{share:g}.nii.gz"
+                others = {} if fast else {e: 1.0 for e in experts if e != model}
+                result = segment(
+                    SegmentOptions(
+                        Path(image),
+                        out,
+                        fast=fast,
+                        expert_df=others,
+                        compressed_models=[path],
+                        compare=True,
+                        device=device,
+                        precision="fp32",
+                        weights_dir=Path(weights_dir) if weights_dir else None,
+                    )
+                )
+                summary = result["comparison"]["summary"]
+                info = result["models"][model]
+                points.append(
+                    CurvePoint(
+                        method,
+                        share,
+                        int(info["params"]),
+                        int(info.get("params_original", info["params"])),
+                        str(image),
+                        summary.get("mean_dice"),
+                        summary.get("mean_nsd"),
+                    )
+                )
+    finally:
+        warm_cache.keep_between_runs(False)
+    return points
+
+
+def write_curves(points: list[CurvePoint], stem: Path) -> tuple[Path, Path]:
+    """``stem``.csv (every point) and ``stem``.png (mean over images: Dice and NSD against the
+    share of parameters kept, one line per method)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = stem.with_suffix(".csv")
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))
+        writer.writeheader()
+        writer.writerows(asdict(p) for p in points)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method in dict.fromkeys(p.method for p in points):
+        mine = [p for p in points if p.method == method]
+        shares = sorted({p.removed for p in mine})
+        kept = []
+        for metric, axis in (("mean_dice", axes[0]), ("mean_nsd", axes[1])):
+            values, kept = [], []
+            for share in shares:
+                row = [getattr(p, metric) for p in mine if p.removed == share]
+                row = [v for v in row if v is not None]
+                if row:
+                    values.append(sum(row) / len(row))
+                    point = next(p for p in mine if p.removed == share)
+                    kept.append(point.params / point.params_original)
+            axis.plot(kept, values, marker="o", label=method)
+    for axis, name in zip(
+        axes, ("mean Dice with the original", "mean NSD with the original"), strict=True
+    ):
+        axis.set_xlabel("share of the parameters kept")
+        axis.set_ylabel(name)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("zero-shot agreement against compression, per method")
+    figure.tight_layout()
+    picture = stem.with_suffix(".png")
+    figure.savefig(picture, dpi=120)
+    plt.close(figure)
+    return table, picture
