@@ -63,20 +63,9 @@ def test_bad_settings_are_refused(ts_3mm, method, ratio):
 
 def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_files):
     out = tmp_path / "pruned"
-    made = run_cli(
-        "prune",
-        "--model",
-        "3mm",
-        "--method",
-        "l2",
-        "--ratio",
-        "0.25",
-        "-o",
-        str(out),
-        "--weights-dir",
-        str(MODELS),
-        env=isolated_home,
-    )
+    command = ["prune", "--model", "3mm", "--method", "l2", "--ratio", "0.25", "-o", str(out)]
+    command += ["--weights-dir", str(MODELS)]
+    made = run_cli(*command, env=isolated_home)
     assert made.returncode == 0, made.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["prune"]["method"] == "l2" and manifest["layers"] == []
@@ -103,20 +92,7 @@ def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_fi
     assert "3mm pruned l2 0.25" in run.stdout
     model = json.loads((tmp_path / "seg.json").read_text())["models"]["3mm"]
     assert model["prune"]["ratio"] == 0.25 and model["cache"] == "given"
-    again = run_cli(
-        "prune",
-        "--model",
-        "3mm",
-        "--method",
-        "l2",
-        "--ratio",
-        "0.25",
-        "-o",
-        str(out),
-        "--weights-dir",
-        str(MODELS),
-        env=isolated_home,
-    )
+    again = run_cli(*command, env=isolated_home)  # the output exists now
     assert again.returncode == 1 and "exists" in again.stderr
 
 
@@ -125,22 +101,10 @@ def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_
     import csv
 
     stem = tmp_path / "curves"
-    run = run_cli(
-        "curves",
-        "--model",
-        "3mm",
-        "--image",
-        str(phantom_files[0]),
-        "--methods",
-        "tucker,l2",
-        "--removed",
-        "0.5",
-        "--weights-dir",
-        str(MODELS),
-        "-o",
-        str(stem),
-        env={**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)},
-    )
+    command = ["curves", "--model", "3mm", "--image", str(phantom_files[0])]
+    command += ["--weights-dir", str(MODELS), "-o", str(stem)]
+    env = {**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)}
+    run = run_cli(*command, "--methods", "tucker,l2", "--removed", "0.5", env=env)
     assert run.returncode == 0, run.stderr
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
     assert [r["method"] for r in rows] == ["tucker", "l2"]
@@ -149,18 +113,5 @@ def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_
         assert 0.0 <= float(row["mean_dice"]) <= 1.0
     assert float(rows[0]["mean_dice"]) > float(rows[1]["mean_dice"])  # the paper's finding
     assert stem.with_suffix(".png").stat().st_size > 20_000
-    bad = run_cli(
-        "curves",
-        "--model",
-        "3mm",
-        "--image",
-        str(phantom_files[0]),
-        "--methods",
-        "svd",
-        "--weights-dir",
-        str(MODELS),
-        "-o",
-        str(stem),
-        env=isolated_home,
-    )
+    bad = run_cli(*command, "--methods", "svd", env=env)
     assert bad.returncode == 1 and "unknown method svd" in bad.stderr

@@ -90,6 +90,18 @@ def _same_images(a: Path, b: Path) -> None:
     ]
 
 
+def _same_folders(expected_folder: Path, got_folder: Path) -> dict[str, Path]:
+    """The same file names; images voxel- and header-identical, statistics within 1e-6."""
+    expected, got = _files(expected_folder), _files(got_folder)
+    assert got.keys() == expected.keys()
+    for relative, path in expected.items():
+        if relative.endswith(".nii.gz"):
+            _same_images(path, got[relative])
+        elif relative.endswith(".json"):
+            _same_statistics(path, got[relative])
+    return got
+
+
 def _same_statistics(a: Path, b: Path) -> None:
     first, second = json.loads(a.read_text()), json.loads(b.read_text())
     assert first.keys() == second.keys()
@@ -124,13 +136,7 @@ def test_df_1_gives_totalsegmentators_own_output(name, ct, isolated_home, tmp_pa
         }
         assert our_files == ts_files
     else:
-        expected, got = _files(ts_out), _files(our_out)
-        assert got.keys() == expected.keys() and len(got) >= 117
-        for relative, path in expected.items():
-            if relative.endswith(".nii.gz"):
-                _same_images(path, got[relative])
-            elif relative == "statistics.json":
-                _same_statistics(path, got[relative])
+        assert len(_same_folders(ts_out, our_out)) >= 117
 
 
 def test_ml_statistics_land_where_ts_puts_them(ct, isolated_home, tmp_path):
@@ -248,18 +254,22 @@ def test_dicom_seg_and_rtstruct_equal_totalsegmentators(extra, isolated_home, tm
 
 
 @pytest.mark.parametrize(
-    "options, networks",
+    "options, networks, compression",
     [
-        (["--fastest"], ["6mm"]),
-        (["--fast", "--roi_subset", "liver", "spleen"], ["6mm", "3mm"]),
+        (["--fastest"], ["6mm"], ["--df", "0.5"]),
+        (["--fast", "--roi_subset", "liver", "spleen"], ["6mm", "3mm"], ["--df", "0.5"]),
+        (["--fast", "--body_seg"], ["body", "3mm"], ["--expert-df", "body=0.5,3mm=0.5"]),
+        (["-ta", "body", "--fast"], ["body"], ["--expert-df", "body=0.5"]),
     ],
-    ids=["fastest", "roi_subset"],
+    ids=["fastest", "roi_subset", "body_seg", "task_body"],
 )
-def test_the_6mm_model_paths_equal_totalsegmentators(
-    options, networks, ct, isolated_home, tmp_path
+def test_the_crop_and_task_model_paths_equal_totalsegmentators(
+    options, networks, compression, ct, isolated_home, tmp_path
 ):
-    """--fastest (the 6 mm model) and --roi_subset (the 6 mm crop model, then the 3 mm model on
-    the crop) with --df 1 give TS's labels; compressed, every network they load is compressed."""
+    """--fastest (the 6 mm model), --roi_subset (the 6 mm crop model, then the 3 mm model on the
+    crop), --body_seg (TS's 6 mm body model crops) and another task (`-ta body --fast`,
+    Dataset300) with --df 1 give TS's labels; compressed, every network they load is compressed
+    (under its task's name)."""
     common = ["-i", str(ct), "-d", "cpu", "-q", "--ml", *options]
     ts = plain_ts([*common, "-o", str(tmp_path / "ts.nii.gz")], isolated_home)
     assert ts.returncode == 0, ts.stderr
@@ -267,37 +277,7 @@ def test_the_6mm_model_paths_equal_totalsegmentators(
     assert run.returncode == 0, run.stderr
     assert "networks: " + ", ".join(f"{n} original" for n in networks) in run.stderr
     _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
-    compressed = ours([*common, "-o", str(tmp_path / "c.nii.gz"), "--df", "0.5"], isolated_home)
-    assert compressed.returncode == 0, compressed.stderr
-    summary = ", ".join(f"{n} DF 0.5 (fused)" for n in networks)
-    assert "networks: " + summary in compressed.stderr
-
-
-@pytest.mark.parametrize(
-    "options, networks",
-    [
-        (["--fast", "--body_seg"], ["body", "3mm"]),
-        (["-ta", "body", "--fast"], ["body"]),
-    ],
-    ids=["body_seg", "task_body"],
-)
-def test_the_body_model_paths_equal_totalsegmentators(
-    options, networks, ct, isolated_home, tmp_path
-):
-    """--body_seg (TS's 6 mm body model crops, then the 3 mm model runs on the crop) and another
-    task (`-ta body --fast`, Dataset300) with --df 1 give TS's labels; compressed, each network
-    runs compressed under its task's name."""
-    common = ["-i", str(ct), "-d", "cpu", "-q", "--ml", *options]
-    ts = plain_ts([*common, "-o", str(tmp_path / "ts.nii.gz")], isolated_home)
-    assert ts.returncode == 0, ts.stderr
-    run = ours([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
-    assert run.returncode == 0, run.stderr
-    assert "networks: " + ", ".join(f"{n} original" for n in networks) in run.stderr
-    _same_images(tmp_path / "ts.nii.gz", tmp_path / "ours.nii.gz")
-    compressed = ours(
-        [*common, "-o", str(tmp_path / "c.nii.gz"), "--expert-df", "body=0.5,3mm=0.5"],
-        isolated_home,
-    )
+    compressed = ours([*common, "-o", str(tmp_path / "c.nii.gz"), *compression], isolated_home)
     assert compressed.returncode == 0, compressed.stderr
     assert "networks: " + ", ".join(f"{n} DF 0.5 (fused)" for n in networks) in compressed.stderr
 
@@ -336,13 +316,7 @@ def test_ts_options_pass_through_unchanged(name, request, isolated_home, tmp_pat
         named = {w: sorted(p.name.removeprefix(w) for p in tmp_path.glob(f"{w}*")) for w in outputs}
         assert named["ours"] == named["ts"]
         return
-    expected, got = _files(outputs["ts"]), _files(outputs["ours"])
-    assert got.keys() == expected.keys()
-    for relative, path in expected.items():
-        if relative.endswith(".nii.gz"):
-            _same_images(path, got[relative])
-        elif relative.endswith(".json"):
-            _same_statistics(path, got[relative])
+    _same_folders(outputs["ts"], outputs["ours"])
 
 
 def test_run_report_and_probabilities_are_tss_own(ct, isolated_home, tmp_path):
