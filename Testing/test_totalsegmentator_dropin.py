@@ -184,6 +184,13 @@ def test_what_ts_rejects_comes_back_in_one_line(ct, isolated_home, tmp_path):
     last = missing.stderr.strip().splitlines()[-1]
     assert last.startswith("tucker-totalsegmentator: error: TotalSegmentator's model for task 299")
     assert "--download" in last and not (tmp_path / "o").exists()
+    small = ours(
+        ["-i", str(ct), "-o", str(tmp_path / "o"), "-d", "cpu", "-q", "-ms", "small"], isolated_home
+    )
+    assert small.returncode == 1 and small.stderr.strip().splitlines()[-1] == (
+        "tucker-totalsegmentator: error: model_size='small' is currently only supported for "
+        "task 'total_v3'."
+    )
     bad_df = ours(["-i", str(ct), "-o", str(tmp_path / "o"), "--df", "1.5"], isolated_home)
     assert bad_df.returncode == 1 and "DF" in bad_df.stderr
 
@@ -286,7 +293,9 @@ def test_the_crop_and_task_model_paths_equal_totalsegmentators(
 PASS_THROUGH = {
     "statistics-options": ["--fast", "--statistics", "-sii", "-sa", "median", "-sx"],
     "post-processing": ["--fast", "--ml", "-rmb", "20", "-ns", "1", "-nr", "1", "-ro", "0", "-ndm"]
-    + ["-v1o"],
+    # -ms only changes task total_v3 (small is refused elsewhere, below) and TS 2.18 no longer
+    # reads -cp: accepted all the same
+    + ["-v1o", "-ms", "big", "-cp", "/tmp"],
     "higher-order-resampling": ["--fast", "--ml", "-ho"],
     "force-split": ["--fast", "--ml", "-fs"],
     "save-lowres": ["--fast", "--ml", "-sl"],
