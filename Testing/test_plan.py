@@ -113,6 +113,11 @@ def test_plan_command_and_segment_with_the_plan(isolated_home, tmp_path, phantom
     assert [[n, i, o] for n, i, o in model["ranks"]] == [
         [layer["name"], layer["rank_in"], layer["rank_out"]] for layer in plan["layers"]
     ]
+    # a damaged cache entry of the plan is rebuilt, never used
+    entry = next((Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "planned").iterdir())
+    (entry / "weights.pt").write_bytes(b"damaged")
+    again = run_cli(*args, "-o", str(tmp_path / "again.nii.gz"), "--plan", str(plan_path), env=env)
+    assert again.returncode == 0, again.stderr
     full_args = [a for a in args if a != "--fast"]
     full = run_cli(*full_args, "-o", str(tmp_path / "f.nii.gz"), "--plan", str(plan_path), env=env)
     assert (
@@ -184,3 +189,26 @@ def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp
     assert json.loads(again.stdout)["latency"]["line"] == latency["line"]  # from the cache
     too_fast = run_cli(*args[:-2], "--max-latency-ms", "0.001", env=isolated_home)
     assert too_fast.returncode == 1 and "below what this device needs" in too_fast.stderr
+
+
+def test_a_device_where_fewer_flops_are_not_faster_refuses_a_latency_budget():
+    from TuckerSegmentLib.runtime.latency_model import LatencyLine
+
+    line = LatencyLine(-10.0, -5.0, [[2.0, 100.0], [1.0, 110.0]], "cuda:0")
+    with pytest.raises(TuckerSegmentError, match="time does not fall with FLOPs"):
+        line.gflops_for(105)
+
+
+def test_a_model_folder_of_another_configuration_is_read_as_that_one(tmp_path):
+    """Some TS tasks run 3d_fullres_high: the folder's name says which configuration to read."""
+    import shutil
+
+    target = tmp_path / "Dataset999_x" / "nnUNetTrainer__nnUNetPlans__3d_fullres_high"
+    shutil.copytree(FOLDER_3MM, target)
+    plans = json.loads((target / "plans.json").read_text())
+    high = json.loads(json.dumps(plans["configurations"]["3d_fullres"]))
+    high["patch_size"] = [32, 32, 32]
+    plans["configurations"]["3d_fullres_high"] = high
+    (target / "plans.json").write_text(json.dumps(plans))
+    assert open_model_folder(target).spec.patch_size == [32, 32, 32]
+    assert open_model_folder(FOLDER_3MM).spec.patch_size != [32, 32, 32]

@@ -500,8 +500,19 @@ def test_segment_runs_tss_other_tasks(ct, isolated_home, tmp_path):
         ),
         (["--task", "body", "--roi-subset", "liver"], "TS's options of task total, not body"),
         (["--task", "lung_vessels"], "weights missing"),
+        (["--fast", "--fastest"], "--fast and --fastest are two models (3 mm, 6 mm): choose one"),
+        (["--task", "body", "--body-seg"], "drop it for --task body"),
     ],
-    ids=["mr", "unknown", "licensed", "no-fast", "roi-subset", "missing-model"],
+    ids=[
+        "mr",
+        "unknown",
+        "licensed",
+        "no-fast",
+        "roi-subset",
+        "missing-model",
+        "fast+fastest",
+        "body+body-seg",
+    ],
 )
 def test_segment_refuses_tasks_it_cannot_run_in_one_line(
     args, message, ct, isolated_home, tmp_path
@@ -513,3 +524,39 @@ def test_segment_refuses_tasks_it_cannot_run_in_one_line(
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 1 and len(lines) == 1 and message in lines[0], run.stderr
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_full_mode_roi_subset_needs_every_expert_ts_asks_for(ct, isolated_home, tmp_path):
+    """TS asks for all five experts' weights before it picks the ones --roi_subset needs: a
+    missing one is named in one line before any work, never downloaded unasked."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for folder in MODELS.iterdir():
+        if folder.is_dir() and "ribs" not in folder.name:
+            (weights / folder.name).symlink_to(folder)
+    run = tucker_segment(
+        ["segment", "-i", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--progress", "none"]
+        + ["--roi-subset", "liver", "--weights-dir", str(weights)],
+        isolated_home,
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and "Dataset295" in lines[0], run.stderr
+
+
+def test_a_given_3mm_model_is_placed_on_the_3mm_model_not_the_6mm_one(ct, isolated_home, tmp_path):
+    """The 3 mm and 6 mm models have the same labels; a given model goes to the one whose
+    weights it was made from (--fast --roi_subset runs both)."""
+    folder = next(MODELS.glob("Dataset297*/*__3d_fullres"))
+    made = tucker_segment(
+        ["compress", "--model-dir", str(folder), "--df", "0.5", "-o", str(tmp_path / "m")],
+        isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    run = tucker_segment(
+        ["segment", "-i", str(ct), "-o", str(tmp_path / "o.nii.gz"), "--progress", "none"]
+        + ["--fast", "--roi-subset", "liver", "--compressed-model", str(tmp_path / "m")],
+        isolated_home,
+    )
+    assert run.returncode == 0, run.stderr
+    models = json.loads((tmp_path / "o.json").read_text())["models"]
+    assert models["3mm"]["cache"] == "given" and models["6mm"]["cache"] != "given"

@@ -95,11 +95,14 @@ def compression_curves(
     rank_floor: int = 8,
     device: str = "cpu",
 ) -> list[CurvePoint]:
+    from ..ts.model_folder import open_model_folder
     from ..ts.weights import total_models
     from ..ts.weights import weights_dir as default_weights
     from . import warm_cache
     from .segment import SegmentOptions, segment
 
+    if not methods:
+        raise TuckerSegmentError(f"--methods: one or more of {', '.join(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise TuckerSegmentError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
@@ -119,6 +122,7 @@ def compression_curves(
     made = {
         (m, r): make_model(m, r, model, folder, work, rank_floor) for m in methods for r in removed
     }
+    labels = set(open_model_folder(folder).spec.labels)  # the other experts run unchanged
     points = []
     warm_cache.keep_between_runs(True)  # the original's run, once per image
     try:
@@ -139,8 +143,8 @@ def compression_curves(
                         weights_dir=Path(weights_dir) if weights_dir else None,
                     )
                 )
-                summary = result["comparison"]["summary"]
                 info = result["models"][model]
+                dice, nsd = _model_agreement(Path(result["comparison"]["report"]), labels)
                 points.append(
                     CurvePoint(
                         method,
@@ -148,13 +152,27 @@ def compression_curves(
                         int(info["params"]),
                         int(info.get("params_original", info["params"])),
                         str(image),
-                        summary.get("mean_dice"),
-                        summary.get("mean_nsd"),
+                        dice,
+                        nsd,
                     )
                 )
     finally:
         warm_cache.keep_between_runs(False)
     return points
+
+
+def _model_agreement(report: Path, labels: set[str]) -> tuple[float | None, float | None]:
+    """Mean Dice and NSD over the compressed model's own structures present (in full mode the
+    other experts run unchanged: their structures would only pull the mean towards 1)."""
+    from .agreement import read_agreement_csv
+
+    present = [s for s in read_agreement_csv(report.read_text()).present() if s.name in labels]
+    if not present:
+        return None, None
+    return (
+        sum(s.dice for s in present) / len(present),
+        sum(s.nsd for s in present) / len(present),
+    )
 
 
 def write_curves(points: list[CurvePoint], stem: Path) -> tuple[Path, Path]:

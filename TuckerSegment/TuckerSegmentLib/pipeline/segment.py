@@ -125,6 +125,12 @@ def _check_roi_subset(options: SegmentOptions) -> None:
         )
     if options.roi_subset and options.fastest:
         raise TuckerSegmentError("--roi_subset crops with the 6 mm model; drop --fastest")
+    if options.fast and options.fastest:
+        raise TuckerSegmentError("--fast and --fastest are two models (3 mm, 6 mm): choose one")
+    if options.body_seg and options.task == "body":
+        raise TuckerSegmentError(
+            "--body-seg crops to the body with the body task's own model; drop it for --task body"
+        )
 
 
 def _check_paths(options: SegmentOptions) -> None:
@@ -137,17 +143,25 @@ def _check_paths(options: SegmentOptions) -> None:
 
 
 def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
-    from ..ts.weights import find_model_folders
+    """The model folders of this run. With --roi_subset in full mode TS asks for all five
+    experts' weights before it picks the ones it runs, so all five must be there (else TS
+    would download them): missing ones are named now, before any work."""
+    from ..ts.weights import find_model_folders, total_models
 
+    required = list(models)
+    if options.task == "total" and options.roi_subset and not options.fast:
+        named = {m.name for m in models}
+        required += [m for m in total_models(False) if m.name not in named]
     try:
-        return find_model_folders(options.fast, options.weights_dir, models, options.task)
+        found = find_model_folders(options.fast, options.weights_dir, required, options.task)
     except TuckerSegmentError:
         if not options.download:
             raise
-    from ..ts.weights import download_weights
+        from ..ts.weights import download_weights
 
-    download_weights(models)  # the only network access
-    return find_model_folders(options.fast, options.weights_dir, models, options.task)
+        download_weights(required)  # the only network access
+        found = find_model_folders(options.fast, options.weights_dir, required, options.task)
+    return {m.name: found[m.name] for m in models}
 
 
 @dataclass
@@ -239,12 +253,15 @@ def _run_ts(
         wrappers.append((label, wrapped))
         threads.append(torch.get_num_threads())
 
+    from ..ts.command import weights_download_guard
+
     in_process = options.workers == "in-process"
     predictor = predictor_class(
         choose, device_kind(device), precision, on_loaded, in_process, options.threads
     )
     start = time.perf_counter()
     with (
+        weights_download_guard(options.download),  # nothing TS asks for is fetched unasked
         spawned_workers(),
         export_in_process() if in_process else nullcontext(),
         predictor_in_ts(predictor),
@@ -354,6 +371,8 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
     for path in plan.options.compressed_models:
         manifest = read_manifest(path)
         match = [name for name, known in labels.items() if known == manifest.spec.labels]
+        if len(match) > 1:  # the 3 mm and 6 mm models have the same labels: which weights?
+            match = _same_source(manifest, {name: folders[name] for name in match})
         if not match:
             mode = mode_name(plan.options)
             declared = manifest.extra.get("model", "another TS model")
@@ -365,6 +384,27 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
             raise TuckerSegmentError(f"two --compressed-model for the {match[0]} model")
         given[match[0]] = Path(path)
     return given
+
+
+def _same_source(manifest: Any, candidates: dict[str, Path]) -> list[str]:
+    """Among models with the same labels, the one whose checkpoint the given model was made
+    from (else the model its manifest names); one line when that does not decide."""
+    from ..ts.model_folder import file_sha256
+
+    by_source = [
+        name
+        for name, folder in candidates.items()
+        if file_sha256(folder / "fold_0" / "checkpoint_final.pth") == manifest.source_sha256
+    ]
+    if len(by_source) == 1:
+        return by_source
+    named = [name for name in candidates if manifest.extra.get("model") == name]
+    if len(named) == 1:
+        return named
+    raise TuckerSegmentError(
+        f"a given model fits {' and '.join(candidates)} (same labels) and was made from neither's "
+        "installed weights; it can't be placed"
+    )
 
 
 def prepare_models(

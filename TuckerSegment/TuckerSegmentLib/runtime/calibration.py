@@ -114,7 +114,9 @@ def model_calibration(model_folder: Any, patch: list[int], count: int = 8) -> Ca
     """The phantom recipe for the TS model in ``model_folder`` (its plans' spacing and CT
     normalization)."""
     plans = json.loads((Path(model_folder) / "plans.json").read_text())
-    spacing = float(min(plans["configurations"]["3d_fullres"]["spacing"]))
+    parts = Path(model_folder).name.split("__")  # Trainer__Plans__configuration
+    configuration = parts[-1] if len(parts) == 3 else "3d_fullres"
+    spacing = float(min(plans["configurations"][configuration]["spacing"]))
     return CalibrationRecipe(
         "phantom", tuple(patch), count, spacing=spacing, normalization=ct_normalization(plans)
     )

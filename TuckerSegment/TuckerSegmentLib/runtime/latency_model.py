@@ -34,6 +34,13 @@ class LatencyLine:
 
     def gflops_for(self, milliseconds: float) -> float:
         """The GFLOPs per patch that fit in ``milliseconds`` (one line if none do)."""
+        if self.ms_per_gflop <= 0:
+            (g1, t1), (g0, t0) = self.points
+            raise TuckerSegmentError(
+                f"on {self.device} the network at DF 0.3 ({g0:.1f} GFLOPs) took {t0:.0f} ms and "
+                f"the original ({g1:.1f} GFLOPs) {t1:.0f} ms: time does not fall with FLOPs "
+                "here, so ranks can't meet a latency budget; use --max-gflops or --max-params"
+            )
         budget = (milliseconds - self.fixed_ms) / self.ms_per_gflop
         if budget <= 0:
             raise TuckerSegmentError(
@@ -91,7 +98,7 @@ def latency_line(
         gflops = count_network(net, patch_size, in_channels).gflops
         points.append([gflops, _median_ms(net.to(device).eval(), x, device, precision)])
     (g1, t1), (g0, t0) = points
-    per_gflop = max((t1 - t0) / max(g1 - g0, 1e-9), 1e-6)
+    per_gflop = (t1 - t0) / max(g1 - g0, 1e-9)  # ≤ 0: not faster with fewer FLOPs (refused)
     line = LatencyLine(t0 - per_gflop * g0, per_gflop, points, device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") ->
     the plan's ranks and stored (atomically). Returns its folder (a `--compressed-model`)."""
     from ..engine.compress import compress_layers
     from ..engine.counting import count_original_and_compressed
-    from ..ts.model_folder import open_model_folder
+    from ..ts.model_folder import file_sha256, open_model_folder
     from .cache import cache_root
     from .compressed_format import Manifest, read_manifest, save_compressed
 
@@ -84,9 +84,10 @@ def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") ->
     path = cache_root() / "planned" / f"{plan_digest(plan)[:24]}-{method}"
     if (path / "manifest.json").is_file():
         try:
-            read_manifest(path)
-            return path
-        except TuckerSegmentError:
+            manifest = read_manifest(path)
+            if file_sha256(path / "weights.pt") == manifest.weights_sha256:
+                return path
+        except (TuckerSegmentError, OSError):
             pass  # damaged: rebuilt below
     layers = [LayerRanks(**layer) for layer in plan["layers"]]
     network = folder.load_network("cpu")

@@ -67,12 +67,17 @@ def _read_json(path: Path) -> dict:
         raise TuckerSegmentError(f"{path} is not valid JSON: {error}") from None
 
 
-def open_model_folder(path: str | Path, configuration: str = CONFIGURATION) -> ModelFolder:
-    """Validate ``path`` and derive the network's architecture from its plans and dataset."""
+def open_model_folder(path: str | Path, configuration: str | None = None) -> ModelFolder:
+    """Validate ``path`` and derive the network's architecture from its plans and dataset, for
+    its configuration: ``configuration``, else the one its name says (nnU-Net's
+    ``Trainer__Plans__3d_fullres_high``; some TS tasks are not 3d_fullres), else 3d_fullres."""
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     folder = Path(path)
+    if configuration is None:
+        parts = folder.name.split("__")
+        configuration = parts[-1] if len(parts) == 3 else CONFIGURATION
     if not folder.is_dir():
         raise TuckerSegmentError(f"model folder not found: {folder}")
     plans = _read_json(folder / "plans.json")
