@@ -67,6 +67,14 @@ def _median_ms(network: nn.Module, x: torch.Tensor, device: str, precision: str)
     return 1000 * _median_time(network, x, device.split(":")[0], precision, repeats=3)
 
 
+def line_key(checkpoint_sha256: str, device: str, precision: str) -> str:
+    """The cache name of a line: the model's weights, the device (its model and threads), the
+    precision."""
+    return hashlib.sha256(
+        json.dumps([checkpoint_sha256, device, precision, _device_name(device)]).encode()
+    ).hexdigest()[:24]
+
+
 def latency_line(
     network: nn.Module,
     patch_size: list[int],
@@ -81,10 +89,7 @@ def latency_line(
     from ..engine.compress import CompressionSettings, compress_network
     from ..engine.counting import count_network
 
-    key = hashlib.sha256(
-        json.dumps([checkpoint_sha256, device, precision, _device_name(device)]).encode()
-    ).hexdigest()[:24]
-    path = (cache / f"{key}.json") if cache else None
+    path = (cache / f"{line_key(checkpoint_sha256, device, precision)}.json") if cache else None
     if path is not None and path.is_file():
         try:
             return LatencyLine(**json.loads(path.read_text()))
