@@ -137,6 +137,16 @@ def test_df_1_gives_totalsegmentators_own_output(name, ct, isolated_home, tmp_pa
         assert our_files == ts_files
     else:
         assert len(_same_folders(ts_out, our_out)) >= 117
+        # compressed, only the networks differ: the same file set and statistics entries
+        compressed = tmp_path / "compressed"
+        run = ours([*common, "-o", str(compressed), "--df", "0.5"], isolated_home)
+        assert run.returncode == 0, run.stderr
+        assert "networks: 3mm DF 0.5 (fused)" in run.stderr
+        assert _files(compressed).keys() == _files(ts_out).keys()
+        assert (
+            json.loads((compressed / "statistics.json").read_text()).keys()
+            == json.loads((ts_out / "statistics.json").read_text()).keys()
+        )
 
 
 def test_ml_statistics_land_where_ts_puts_them(ct, isolated_home, tmp_path):
@@ -151,20 +161,6 @@ def test_ml_statistics_land_where_ts_puts_them(ct, isolated_home, tmp_path):
         p.name for p in (tmp_path / "ours").iterdir()
     )
     _same_statistics(tmp_path / "ts" / "statistics.json", tmp_path / "ours" / "statistics.json")
-
-
-def test_a_compressed_run_writes_the_same_file_set(ct, isolated_home, tmp_path):
-    ts_out, our_out = tmp_path / "ts", tmp_path / "ours"
-    common = ["-i", str(ct), "-d", "cpu", "-q", "--fast", "--statistics"]
-    assert plain_ts([*common, "-o", str(ts_out)], isolated_home).returncode == 0
-    run = ours([*common, "-o", str(our_out), "--df", "0.5"], isolated_home)
-    assert run.returncode == 0, run.stderr
-    assert "networks: 3mm DF 0.5 (fused)" in run.stderr
-    assert _files(our_out).keys() == _files(ts_out).keys()
-    assert (
-        json.loads((our_out / "statistics.json").read_text()).keys()
-        == json.loads((ts_out / "statistics.json").read_text()).keys()
-    )
 
 
 def test_what_ts_rejects_comes_back_in_one_line(ct, isolated_home, tmp_path):
