@@ -27,34 +27,9 @@ EVAL_SEEDS = (801, 802, 803)  # neither the test models' training seeds nor the 
 
 
 def _model_folder(model: str) -> Path:
-    from TuckerSegmentLib.ts.weights import fastest_model, total_models
+    from TuckerSegmentLib.cli.plan import model_folder
 
-    models = {m.name: m for m in [*total_models(True), fastest_model(), *total_models(False)]}
-    return models[model].folder(MODELS)
-
-
-def _uniform_dfs(model: str, params: int, rank_floor: int) -> list[tuple[float, int]]:
-    """The DFs (to 0.001) closest to ``params`` parameters from below and from above (a DF's
-    ranks move in whole channels, so no DF matches a plan exactly)."""
-    from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
-    from TuckerSegmentLib.engine.counting import count_original_and_compressed
-    from TuckerSegmentLib.ts.model_folder import open_model_folder
-
-    spec = open_model_folder(_model_folder(model)).spec
-
-    def count(df: float) -> int:
-        layers = compress_network(
-            spec.build("meta"), CompressionSettings(df=df, rank_floor=rank_floor), False
-        )
-        return count_original_and_compressed(spec, layers)[1].params
-
-    low, high = 0.001, 1.0
-    for _ in range(20):
-        mid = (low + high) / 2
-        low, high = (mid, high) if count(mid) <= params else (low, mid)
-    below = round(low - 0.0005, 3)
-    above = round(high + 0.0005, 3)
-    return [(below, count(below)), (above, count(above))]
+    return model_folder(model, MODELS)
 
 
 def agreement(model: str, seed: int, tmp: Path, **run) -> float:
@@ -125,8 +100,12 @@ def main() -> int:
             )
             assert code == 0
             plan = json.loads(plan_path.read_text())
-            (below, below_params), (above, above_params) = _uniform_dfs(
-                model, plan["params"]["planned"], args.rank_floor
+            from TuckerSegmentLib.engine.planner import uniform_dfs_around
+            from TuckerSegmentLib.ts.model_folder import open_model_folder
+
+            spec = open_model_folder(_model_folder(model)).spec
+            (below, below_params), (above, above_params) = uniform_dfs_around(
+                spec, plan["params"]["planned"], args.rank_floor
             )
             planned = [agreement(model, s, tmp, plans=[plan_path]) for s in EVAL_SEEDS]
             under = [agreement(model, s, tmp, df=below) for s in EVAL_SEEDS]

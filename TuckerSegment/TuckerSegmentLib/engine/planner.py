@@ -174,6 +174,31 @@ def uniform_equivalent(
     return round(low, 3), sum(variances) / max(1, len(variances))
 
 
+def uniform_dfs_around(spec, params: int, rank_floor: int) -> tuple[tuple[float, int], ...]:  # noqa: ANN001
+    """The DFs (to 0.001) whose whole network (``spec``, a NetworkSpec) comes closest to
+    ``params`` parameters from below and from above, with their counts (built on the meta
+    device: instant). A DF's ranks move in whole channels, so none matches a count exactly."""
+    from .compress import CompressionSettings, compress_network
+    from .counting import count_original_and_compressed
+
+    def count(df: float) -> int:
+        settings = CompressionSettings(df=df, rank_floor=rank_floor)
+        return count_original_and_compressed(
+            spec, compress_network(spec.build("meta"), settings, False)
+        )[1].params
+
+    low, high = 0.001, 1.0
+    if count(low) > params:
+        raise TuckerSegmentError(
+            f"no DF leaves only {params:,} parameters at rank floor {rank_floor}"
+        )
+    for _ in range(20):
+        mid = (low + high) / 2
+        low, high = (mid, high) if count(mid) <= params else (low, mid)
+    below, above = round(low - 0.0005, 3), min(1.0, round(high + 0.0005, 3))
+    return (below, count(below)), (above, count(above))
+
+
 @dataclass
 class Plan:
     """Ranks per layer for a budget, and what they cost and keep."""

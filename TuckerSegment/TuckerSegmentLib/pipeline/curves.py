@@ -29,37 +29,13 @@ class CurvePoint:
     mean_nsd: float | None
 
 
-def _uniform_df(model_folder: Path, params: int, rank_floor: int) -> float:
-    """The largest DF (to 0.001) whose network has at most ``params`` parameters."""
-    from ..engine.compress import CompressionSettings, compress_network
-    from ..engine.counting import count_original_and_compressed
-    from ..ts.model_folder import open_model_folder
-
-    spec = open_model_folder(model_folder).spec
-
-    def count(df: float) -> int:
-        network = spec.build("meta")
-        layers = compress_network(network, CompressionSettings(df=df, rank_floor=rank_floor), False)
-        return count_original_and_compressed(spec, layers)[1].params
-
-    low, high = 0.001, 1.0
-    if count(low) > params:
-        raise TuckerSegmentError(
-            f"no DF leaves only {params:,} parameters at rank floor {rank_floor}"
-        )
-    for _ in range(20):
-        mid = (low + high) / 2
-        low, high = (mid, high) if count(mid) <= params else (low, mid)
-    return round(low - 0.0005, 3)
-
-
 def make_model(
     method: str, removed: float, model: str, model_folder: Path, work: Path, rank_floor: int
 ) -> Path:
     """The model for one point, as a `--compressed-model` folder under ``work``."""
     from ..engine.compress import CompressionSettings
     from ..engine.counting import count_network
-    from ..engine.planner import plan_network
+    from ..engine.planner import plan_network, uniform_dfs_around
     from ..storage.decompose import compress_model_folder, write_compressed_model
     from ..storage.plan_file import plan_json, planned_model
     from ..storage.pruned import write_pruned_model
@@ -73,7 +49,7 @@ def make_model(
     spec = folder.spec
     budget = (1 - removed) * count_network(network, spec.patch_size, spec.input_channels).params
     if method == "tucker":
-        df = _uniform_df(model_folder, int(budget), rank_floor)
+        (df, _), _ = uniform_dfs_around(spec, int(budget), rank_floor)
         result = compress_model_folder(
             model_folder, CompressionSettings(df=df, rank_floor=rank_floor)
         )

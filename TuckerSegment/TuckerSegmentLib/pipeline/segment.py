@@ -350,6 +350,7 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
     """Which TS model each ``--compressed-model`` replaces, matched by its labels (a model's
     outputs are its identity); one line for a model that belongs to no model of this mode."""
     from ..storage.compressed_format import read_manifest
+    from ..storage.plan_file import planned_model, read_plan
     from ..ts.model_folder import open_model_folder
 
     if not plan.options.compressed_models and not plan.options.plans:
@@ -357,8 +358,6 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
     labels = {name: open_model_folder(folder).spec.labels for name, folder in folders.items()}
     given: dict[str, Path] = {}
     for path in plan.options.plans:
-        from ..storage.plan_file import planned_model, read_plan
-
         name = read_plan(path)["model"]
         if name not in folders:
             raise TuckerSegmentError(
