@@ -5,6 +5,9 @@ runs through TS's pipeline with `segment --plan`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,7 +183,7 @@ def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp
     time clearly falls with FLOPs); the CLI plans from the cached line, its prediction within
     the budget; --verify times the planned network as well."""
     from TuckerSegmentLib.runtime import latency_model
-    from TuckerSegmentLib.runtime.latency_model import latency_line, line_key
+    from TuckerSegmentLib.runtime.latency_model import latency_line
 
     torch.manual_seed(0)
     heavy = torch.nn.Sequential(*[torch.nn.Conv3d(64, 64, 3, padding=1) for _ in range(3)])
@@ -202,7 +205,13 @@ def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp
         "points": [[1.6, 420.0], [1.0, 300.0]],
         "device": "cpu",
     }
-    (cache / f"{line_key(sha, 'cpu', 'fp32')}.json").write_text(json.dumps(seeded))
+    # the key names the thread count: asked of a fresh process, as the CLI's (this one's may differ)
+    key = subprocess.run(
+        [sys.executable, "-c", f"from TuckerSegmentLib.runtime.latency_model import line_key;"
+         f"print(line_key({sha!r}, 'cpu', 'fp32'))"],
+        env={**os.environ, **isolated_home}, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    (cache / f"{key}.json").write_text(json.dumps(seeded))
     args = ["plan", "--model", "3mm", "--weights-dir", str(MODELS), "--json"]
     run = run_cli(*args, "--verify", "--max-latency-ms", "340", env=isolated_home)
     assert run.returncode == 0, run.stderr
