@@ -77,6 +77,45 @@ def run_cli(
     return result
 
 
+def start_serving(
+    *args: str, env: dict | None = None, timeout: float = 600
+) -> tuple[subprocess.Popen, str, str]:
+    """``tucker-segment ARGS`` that ends by serving a review page (review, segment --review,
+    demo --review), in a child process: the process, the address it printed and everything
+    it printed before. Stop it with :func:`stop_serving`."""
+    import re
+    import time
+
+    exe = Path(sys.executable).with_name("tucker-segment")
+    process = subprocess.Popen(
+        [str(exe), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    printed = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            raise AssertionError(f"tucker-segment {' '.join(args)} ended: {process.stderr.read()}")
+        printed.append(line)
+        found = re.search(r"^review of .*: (http://\S+)", line)
+        if found:
+            return process, found.group(1), "".join(printed)
+    process.kill()
+    raise AssertionError(f"no review address in {timeout:.0f} s")
+
+
+def stop_serving(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture()
 def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, isolated_home: dict):
     """Run ``tucker-segment ARGS`` in this process (``main([...])``) with the isolated home;

@@ -23,6 +23,7 @@ ROOMS = (
     "demo",
     "finetune",
     "cohort",
+    "review",
 )
 
 

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import load_labels, run_cli
+from conftest import load_labels, run_cli, start_serving, stop_serving
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +55,21 @@ def test_demo_runs_the_five_experts_compressed_at_their_default_dfs(demo_run):
         assert report["truth_dice_compressed"][name] >= 0.9, report["truth_dice_compressed"]
 
 
-def test_demo_fast_runs_the_3mm_model(isolated_home, tmp_path):
+def test_demo_fast_runs_the_3mm_model_and_opens_the_review(isolated_home, tmp_path):
+    """`demo --fast --review`: the 3 mm model's demo, then its result served in the browser."""
+    import urllib.request
+
     out = tmp_path / "fast-demo"
     args = ["demo", "--fast", "-o", str(out), "--device", "cpu", "--precision", "fp32"]
-    result = run_cli(*args, "--progress", "none", env=isolated_home)
-    assert result.returncode == 0, result.stderr
+    process, address, printed = start_serving(
+        *args, "--progress", "none", "--review", env=isolated_home
+    )
+    try:
+        page = urllib.request.urlopen(address, timeout=60)
+        assert page.status == 200 and address.startswith("http://127.0.0.1:")
+    finally:
+        stop_serving(process)
+    assert "mean Dice" in printed
     report = json.loads((out / "demo_report.json").read_text())
     assert list(report["models"]) == ["3mm"] and report["models"]["3mm"]["df"] == 0.3
     assert report["truth_dice_original"]["liver"] >= 0.9, report["truth_dice_original"]

@@ -188,6 +188,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "sidecar is written beside it",
     )
     _add_run_options(p)
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="with --compare: then open the result in the browser (`tucker-segment review`; "
+        "this machine only, any free port; Ctrl-C stops it)",
+    )
     p.set_defaults(run=_run_segment)
 
 
@@ -379,6 +385,12 @@ def _run_segment(args: argparse.Namespace) -> int:
     from ..pipeline.segment import segment
 
     options = segment_options(args, Path(args.input), Path(args.output))
+    if args.review:
+        from .review import check_review_extra
+
+        if not args.compare:
+            raise TuckerSegmentError("--review shows a comparison: add --compare")
+        check_review_extra()
     real_stdout = sys.stdout
     if args.progress == "json":
         sys.stdout = sys.stderr  # TS's and nnU-Net's prints must not mix with the JSON lines
@@ -390,7 +402,18 @@ def _run_segment(args: argparse.Namespace) -> int:
         sys.stdout = real_stdout
     out = sys.stderr if args.progress == "json" else sys.stdout
     _print_segment_summary(result, out)
+    if args.review:
+        _review(Path(result["output"]))
     return 0
+
+
+def _review(output: Path) -> None:
+    """`segment --review` and `demo --review`: the result just written, in the browser."""
+    from ..review.result_folder import open_result
+    from ..review.serve import serve
+
+    sys.stdout.flush()
+    serve(open_result(output), port=0)
 
 
 def _print_segment_summary(result: dict, out) -> None:  # noqa: ANN001
@@ -705,6 +728,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    p.add_argument(
+        "--review",
+        action="store_true",
+        help="then open the result in the browser (`tucker-segment review`)",
+    )
     p.set_defaults(run=_run_demo)
 
 
@@ -715,6 +743,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ..pipeline.agreement import format_agreement
     from ..pipeline.progress import Progress
 
+    if args.review:
+        from .review import check_review_extra
+
+        check_review_extra()
     progress = Progress(args.progress)
     try:
         report = run_demo(
@@ -747,6 +779,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"wrote {args.output}/: segmentation.nii.gz, segmentation.original.nii.gz, "
         f"segmentation.agreement.csv, segmentation.json, comparison.png, demo_report.json"
     )
+    if args.review:
+        _review(Path(report["segmentation"]))
     return 0
 
 
@@ -864,6 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .plan import add_plan
     from .prune import add_prune
     from .report import add_report
+    from .review import add_review
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -885,6 +920,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_curves(sub)
     add_prune(sub)
     add_report(sub)
+    add_review(sub)
     _add_worker(sub)
     return parser
 

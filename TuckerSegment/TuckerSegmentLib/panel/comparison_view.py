@@ -13,7 +13,7 @@ from typing import Any
 LEFT, RIGHT = "Red", "Yellow"
 
 
-def _by_layout_name(scene: Any, class_name: str, layout_name: str) -> Any:
+def by_layout_name(scene: Any, class_name: str, layout_name: str) -> Any:
     for i in range(scene.GetNumberOfNodesByClass(class_name)):
         node = scene.GetNthNodeByClass(i, class_name)
         if node.GetLayoutName() == layout_name:
@@ -39,9 +39,9 @@ def show_side_by_side(
     layout_node.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
     views = {}
     for side, segmentation in ((LEFT, original), (RIGHT, compressed)):
-        slice_node = _by_layout_name(scene, "vtkMRMLSliceNode", side)
+        slice_node = by_layout_name(scene, "vtkMRMLSliceNode", side)
         slice_node.SetOrientation(orientation)
-        composite = _by_layout_name(scene, "vtkMRMLSliceCompositeNode", side)
+        composite = by_layout_name(scene, "vtkMRMLSliceCompositeNode", side)
         composite.SetBackgroundVolumeID(volume.GetID())
         composite.SetLinkedControl(True)
         display = segmentation.GetDisplayNode()
