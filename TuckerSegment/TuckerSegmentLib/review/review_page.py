@@ -189,10 +189,16 @@ class ReviewPage:
             layout.drawer.width = 540
             layout.footer.hide()
             with layout.drawer:
-                with v3.VList(density="compact", id="facts"):
-                    with v3.VListItem(v_for="fact in facts", key="fact.label"):
-                        v3.VListItemSubtitle("{{ fact.label }}")
-                        v3.VListItemTitle("{{ fact.value }}")
+                with html.Table(
+                    id="facts",
+                    style="font: 13px sans-serif; margin: 8px 16px; border-spacing: 0 2px;",
+                ):
+                    with html.Tr(v_for="fact in facts", key="fact.label"):
+                        html.Td(
+                            "{{ fact.label }}",
+                            style="opacity: 0.7; padding-right: 12px; white-space: nowrap;",
+                        )
+                        html.Td("{{ fact.value }}")
                 with v3.VContainer(classes="py-1"):
                     v3.VTextField(
                         v_model=("structure_filter",),
