@@ -391,3 +391,14 @@ def test_a_missing_or_broken_result_is_one_line(damage, result, review_env, tmp_
     )
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 1 and len(lines) == 1 and expected in lines[0], run.stderr
+
+
+def test_without_the_extra_review_says_how_to_install_it(cli, monkeypatch, result):
+    monkeypatch.setitem(sys.modules, "trame_slicer.core", None)  # as if not installed
+    run = cli("review", str(result), "--port", "0", "--no-browser")
+    assert run.returncode == 1
+    assert run.stderr.startswith(
+        "tucker-segment: error: the review page needs the optional extra: "
+        "pip install 'tuckersegment[review]'"
+    )
+    assert len(run.stderr.strip().splitlines()) == 1

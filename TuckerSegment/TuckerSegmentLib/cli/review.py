@@ -63,11 +63,11 @@ def add_review(sub: argparse._SubParsersAction) -> None:
 
 def check_review_extra() -> None:
     """One line before any work when the optional extra is not installed."""
-    import importlib.util
-
-    for module in ("trame_slicer", "slicer", "trame_vuetify"):
-        if importlib.util.find_spec(module) is None:
-            raise TuckerSegmentError(MISSING_EXTRA)
+    try:
+        import trame_slicer.core  # noqa: F401  (also needs slicer-core 5.11's layer DM)
+        import trame_vuetify  # noqa: F401
+    except ImportError as error:
+        raise TuckerSegmentError(f"{MISSING_EXTRA}: {error}") from None
 
 
 def run_review(args: argparse.Namespace) -> int:
