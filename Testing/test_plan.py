@@ -207,9 +207,16 @@ def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp
     }
     # the key names the thread count: asked of a fresh process, as the CLI's (this one's may differ)
     key = subprocess.run(
-        [sys.executable, "-c", f"from TuckerSegmentLib.runtime.latency_model import line_key;"
-         f"print(line_key({sha!r}, 'cpu', 'fp32'))"],
-        env={**os.environ, **isolated_home}, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            f"from TuckerSegmentLib.runtime.latency_model import line_key;"
+            f"print(line_key({sha!r}, 'cpu', 'fp32'))",
+        ],
+        env={**os.environ, **isolated_home},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     (cache / f"{key}.json").write_text(json.dumps(seeded))
     args = ["plan", "--model", "3mm", "--weights-dir", str(MODELS), "--json"]
