@@ -66,6 +66,12 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
         help="factorize every conv, including 1x1x1 heads, as the paper's code did",
     )
     p.add_argument(
+        "--flat",
+        action="store_true",
+        help="add the Flat U-Net (every stage as wide as the first: the STAMP thesis's "
+        "architecture; `flat-plans` makes its nnU-Net plans)",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print one JSON list of {df, params, gflops}"
     )
     p.set_defaults(run=_run_stats)
@@ -87,6 +93,13 @@ def _run_stats(args: argparse.Namespace) -> int:
     dfs = tuple(d for group in args.df for d in group) if args.df else DEFAULT_DFS
     policy = "paper" if args.paper else "default"
     rows = stats_table(spec, dfs, args.rank_floor, policy)
+    if args.flat:
+        from ..engine.stats import architecture_row
+        from ..ts.flat_unet import flat_spec
+
+        flat = flat_spec(spec)
+        width = flat.arch_kwargs["features_per_stage"][0]
+        rows.append(architecture_row(flat, f"flat {width}"))
     if args.json:
         print(json.dumps([row.to_json() for row in rows]))
     else:
@@ -895,6 +908,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .curves import add_curves
+    from .flat_plans import add_flat_plans
     from .plan import add_plan
     from .prune import add_prune
     from .report import add_report
@@ -918,6 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     add_plan(sub)
     add_curves(sub)
+    add_flat_plans(sub)
     add_prune(sub)
     add_report(sub)
     add_review(sub)

@@ -18,13 +18,15 @@ DEFAULT_DFS = (0.9, 0.7, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 class StatsRow:
     """One row: DF (1.0 for the original), parameters and GFLOPs for one patch."""
 
-    df: float
+    df: float | None
     params: int
     gflops: float
     original: bool = False
+    architecture: str = ""  # another architecture's row (e.g. "flat 32"), uncompressed
 
     def to_json(self) -> dict:
-        return {"df": self.df, "params": self.params, "gflops": self.gflops}
+        row = {"df": self.df, "params": self.params, "gflops": self.gflops}
+        return {**row, "architecture": self.architecture} if self.architecture else row
 
 
 def compressed_count(
@@ -52,12 +54,18 @@ def stats_table(
     return rows
 
 
+def architecture_row(spec: NetworkSpec, label: str) -> StatsRow:
+    """Another architecture (uncompressed) beside the DF rows, counted the same way."""
+    count = count_network(spec.build("meta"), spec.patch_size, spec.input_channels)
+    return StatsRow(None, count.params, count.gflops, architecture=label)
+
+
 def format_stats(rows: list[StatsRow], title: str) -> str:
     """A plain-text table with reductions relative to the original row."""
     base = rows[0]
     lines = [title, f"{'DF':>8} {'M-params':>10} {'GFLOPs':>10} {'params':>8} {'FLOPs':>8}"]
     for row in rows:
-        label = "original" if row.original else f"{row.df:g}"
+        label = row.architecture or ("original" if row.original else f"{row.df:g}")
         lines.append(
             f"{label:>8} {row.params / 1e6:>10.3f} {row.gflops:>10.2f} "
             f"{100 * row.params / base.params:>7.1f}% {100 * row.gflops / base.gflops:>7.1f}%"
