@@ -63,7 +63,8 @@ def test_every_module_lives_in_a_room():
 
 
 def test_the_engine_needs_only_torch_and_tensorly():
-    allowed_third_party = {"torch", "tensorly", "numpy"}
+    # torch_pruning: DepGraph for structured pruning (prune.py), instead of graph surgery
+    allowed_third_party = {"torch", "tensorly", "numpy", "torch_pruning"}
     for path in _room_files("engine"):
         for name in _imports(path):
             top = name.split(".")[0]

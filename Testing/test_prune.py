@@ -61,6 +61,37 @@ def test_bad_settings_are_refused(ts_3mm, method, ratio):
         prune_network(ts_3mm, method, ratio)
 
 
+@pytest.mark.parametrize("method, ratio", [("l2", 0.5), ("random-widest", 0.3)])
+def test_structured_pruning_removes_the_channels_it_claims(ts_3mm, method, ratio):
+    """On TS's full 3 mm architecture: the chosen filters are gone (each pruned conv has that
+    many fewer outputs, its norm too, the next convs fewer inputs, skip concatenations
+    included), the network is smaller and cheaper, runs, and rebuilds from its shapes."""
+    from TuckerSegmentLib.engine.counting import count_network
+    from TuckerSegmentLib.engine.prune import module_shapes, remove_channels, reshape_modules
+
+    spec = builtin_spec("3mm")
+    before = count_network(ts_3mm, [64, 64, 64], 1)
+    pruned = prune_network(ts_3mm, method, ratio, seed=1)
+    remove_channels(ts_3mm, pruned, 1, spec.arch_kwargs["strides"])
+    modules = dict(ts_3mm.named_modules())
+    for p in pruned:
+        assert modules[p.name].out_channels == p.out_channels - len(p.zeroed)
+    for name, module in modules.items():  # every norm follows its conv
+        if name.endswith(".norm"):
+            assert module.num_features == modules[name[: -len("norm")] + "conv"].out_channels
+    after = count_network(ts_3mm, [64, 64, 64], 1)
+    assert after.params < before.params and after.gflops < before.gflops
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        expected = ts_3mm(x)
+    assert expected.shape == (1, 118, 64, 64, 64)  # the heads keep TS's 118 outputs
+    rebuilt = spec.build("meta")
+    reshape_modules(rebuilt, module_shapes(ts_3mm))
+    rebuilt.load_state_dict(ts_3mm.state_dict(), assign=True)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), expected)
+
+
 def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_files):
     out = tmp_path / "pruned"
     command = ["prune", "--model", "3mm", "--method", "l2", "--ratio", "0.25", "-o", str(out)]
@@ -94,6 +125,40 @@ def test_a_pruned_model_runs_through_segment(isolated_home, tmp_path, phantom_fi
     assert model["prune"]["ratio"] == 0.25 and model["cache"] == "given"
     again = run_cli(*command, env=isolated_home)  # the output exists now
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_a_structurally_pruned_model_is_smaller_and_runs_through_segment(
+    isolated_home, tmp_path, phantom_files
+):
+    out = tmp_path / "smaller"
+    made = run_cli(
+        *["prune", "--model", "3mm", "--method", "random-widest", "--ratio", "0.3"],
+        *["--structured", "--weights-dir", str(MODELS), "-o", str(out)],
+        env=isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["prune"]["structured"] is True
+    assert manifest["gflops_per_patch"]["compressed"] < manifest["gflops_per_patch"]["original"]
+    assert manifest["params"]["compressed"] < 0.8 * manifest["params"]["original"]
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
+
+    original = open_model_folder(next(MODELS.glob("Dataset297_*/*__3d_fullres")))
+    full = original.load_network("cpu").state_dict()
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert state.keys() == full.keys()  # the same network, with smaller tensors
+    assert sum(v.numel() for v in state.values()) < 0.8 * sum(v.numel() for v in full.values())
+    seg = tmp_path / "seg.nii.gz"
+    run = run_cli(
+        *["segment", "-i", str(phantom_files[0]), "-o", str(seg), "--fast", "--device", "cpu"],
+        *["--progress", "none", "--compressed-model", str(out), "--compare"],
+        env={**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)},
+    )
+    assert run.returncode == 0, run.stderr
+    model = json.loads((tmp_path / "seg.json").read_text())["models"]["3mm"]
+    assert model["prune"]["structured"] is True
+    assert model["params"] == manifest["params"]["compressed"]
+    assert (tmp_path / "seg.agreement.csv").is_file()
 
 
 def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_files):

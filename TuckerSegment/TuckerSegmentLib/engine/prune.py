@@ -7,9 +7,12 @@ random pruning of the widest layers, both as zeroed filters (same shapes).
   the currently widest layers, until the given fraction of the layers' kernel weights is gone.
 
 The layers are those the Tucker compression factorizes (every k×k×k conv, the layer policy), so
-the three methods are compared on the same weights. A zeroed filter's instance norm outputs only
-its bias: the network keeps its shapes and runs anywhere the original runs. Real structured
-pruning (channels removed, the next layer shrunk) is not here yet.
+the three methods are compared on the same weights. Zeroed (the paper's comparison), a zeroed
+filter's instance norm outputs only its bias: the network keeps its shapes and runs anywhere the
+original runs. Structured (:func:`remove_channels`), the same filters are removed for real:
+Torch-Pruning's dependency graph shrinks everything that depends on them — the instance norm,
+the next conv's inputs, the decoder's skip concatenations and transposed convs — so the network
+is smaller and faster; :func:`module_shapes` / :func:`reshape_modules` store and rebuild it.
 """
 
 from __future__ import annotations
@@ -104,3 +107,90 @@ def zeroed_share(network: nn.Module, pruned: list[PrunedLayer]) -> float:
     total = sum(modules[p.name].weight.numel() for p in pruned)
     gone = sum(modules[p.name].weight.numel() // p.out_channels * len(p.zeroed) for p in pruned)
     return gone / total if total else 0.0
+
+
+SHAPED = (nn.Conv3d, nn.ConvTranspose3d, nn.InstanceNorm3d)
+
+
+def remove_channels(
+    network: nn.Module, pruned: list[PrunedLayer], input_channels: int, strides: list
+) -> None:
+    """Remove the chosen output channels of each pruned layer, and with them every input,
+    norm and concatenation slice that depends on them (Torch-Pruning's DepGraph; nnU-Net's
+    U-Net has skip concatenations that hand-written surgery would have to track)."""
+    import torch_pruning as tp
+
+    for module in network.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False  # the graph is traced from values: in-place ops hide them
+    # one forward traces the graph: the smallest input every stride divides, twice over
+    size = [2 * math.prod(int(s[axis]) for s in strides) for axis in range(3)]
+    example = torch.zeros(1, input_channels, *size)
+    graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
+    modules = dict(network.named_modules())
+    for layer in pruned:
+        if not layer.zeroed:
+            continue
+        conv = modules[layer.name]
+        group = graph.get_pruning_group(
+            conv, graph.get_pruner_of_module(conv).prune_out_channels, idxs=list(layer.zeroed)
+        )
+        if not graph.check_pruning_group(group):
+            raise TuckerSegmentError(f"{layer.name}: pruning would remove every channel")
+        group.prune()
+
+
+def module_shapes(network: nn.Module) -> dict[str, list[int]]:
+    """Channels of every conv ([in, out]) and instance norm ([features]): enough to rebuild a
+    structurally pruned network from its original architecture."""
+    shapes = {}
+    for name, module in network.named_modules():
+        if isinstance(module, nn.InstanceNorm3d):
+            shapes[name] = [module.num_features]
+        elif isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            shapes[name] = [module.in_channels, module.out_channels]
+    return shapes
+
+
+def reshape_modules(network: nn.Module, shapes: dict[str, list[int]]) -> None:
+    """Give the original architecture the pruned channel counts (modules rebuilt with the
+    same kernel, stride and padding, on the device the network is on — meta for loading)."""
+    modules = dict(network.named_modules())
+    replaced: dict[int, nn.Module] = {}
+    for name, shape in shapes.items():
+        module = modules.get(name)
+        if not isinstance(module, SHAPED):
+            raise TuckerSegmentError(f"{name}: not a conv or instance norm of this network")
+        device = next(module.parameters()).device if list(module.parameters()) else "cpu"
+        with torch.device(device):
+            if isinstance(module, nn.InstanceNorm3d):
+                new = nn.InstanceNorm3d(
+                    shape[0],
+                    module.eps,
+                    module.momentum,
+                    module.affine,
+                    module.track_running_stats,
+                )
+            else:
+                kind = type(module)
+                new = kind(
+                    shape[0],
+                    shape[1],
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    **(
+                        {"output_padding": module.output_padding}
+                        if kind is nn.ConvTranspose3d
+                        else {}
+                    ),
+                    groups=module.groups,
+                    bias=module.bias is not None,
+                    dilation=module.dilation,
+                )
+        replaced[id(module)] = new
+    # nnU-Net holds each conv and norm twice (`conv` and `all_modules.0`): every reference goes
+    for parent in list(network.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in replaced:
+                parent._modules[child_name] = replaced[id(child)]

@@ -137,6 +137,11 @@ def load_compressed(
         raise TuckerSegmentError(f"{weights} does not match its manifest (damaged or replaced)")
     network = manifest.spec.build("meta")
     apply_layer_ranks(network, manifest.layers)
+    shapes = (manifest.extra or {}).get("prune", {}).get("shapes")
+    if shapes:  # structurally pruned: the original architecture with fewer channels
+        from ..engine.prune import reshape_modules
+
+        reshape_modules(network, shapes)
     try:
         state = torch.load(weights, map_location=device, weights_only=True)
         network.load_state_dict(state, assign=True)
