@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SEGMENT_CPU, start_serving, stop_serving
+from conftest import SEGMENT_CPU, needs_shared, start_serving, stop_serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -402,3 +402,58 @@ def test_without_the_extra_review_says_how_to_install_it(cli, monkeypatch, resul
         "pip install 'tuckersegment[review]'"
     )
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@needs_shared
+def test_a_result_of_a_dicom_series_shows_the_series(review_env, tmp_path):
+    """`segment --compare` from TS's example DICOM series, reviewed: the CT is the series as
+    `segment` reads it (on the segmentation's grid), drawn with the segments in the views
+    (offscreen here: the scene the page serves, without the browser)."""
+    import numpy as np
+    from conftest import SHARED
+    from trame_slicer.core import SlicerApp
+    from trame_slicer.views import DirectViewFactory
+    from TuckerSegmentLib.review.result_folder import open_result
+    from TuckerSegmentLib.review.review_scene import ReviewScene
+
+    out = tmp_path / "seg.seg.nrrd"
+    exe = Path(sys.executable).with_name("tucker-segment")
+    run = subprocess.run(
+        [str(exe), *SEGMENT_CPU, "-i", str(SHARED / "example_ct_dicom"), "-o", str(out)]
+        + ["--fast", "--compare", "--progress", "none"],
+        capture_output=True,
+        text=True,
+        env=review_env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    result = open_result(out)
+    assert result.ct == (SHARED / "example_ct_dicom").resolve()
+    app = SlicerApp()
+    app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
+    scene = ReviewScene(result, app)
+    try:
+        views = scene.create_views()
+        labels = _segments(out)
+        assert list(scene.volume.GetImageData().GetDimensions()) == list(
+            np.asarray(labels["voxels"]).shape
+        )
+        liver = next(s for s in labels["segments"] if s["name"] == "liver")
+        scene.jump_to("liver")
+        scene.set_fill_opacity(1.0)
+        scene.set_outline(False)
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+        from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+        for side in ("Original", "Compressed"):
+            view = views[side]
+            view.update_size(300, 300)
+            view.render()
+            grab = vtkWindowToImageFilter()
+            grab.SetInput(view.render_window())
+            grab.ReadFrontBufferOff()
+            grab.Update()
+            pixels = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())[:, :3]
+            assert _mask(pixels.astype(int), _color255(liver)).sum() > 50, side
+    finally:
+        scene.close()

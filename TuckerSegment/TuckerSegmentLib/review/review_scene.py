@@ -21,6 +21,12 @@ from .result_folder import ReviewResult
 ORIGINAL_VIEW, COMPRESSED_VIEW, THREE_D_VIEW = "Original", "Compressed", "ThreeD"
 # an abdomen window, as a radiologist reads a body CT (width, level in HU)
 CT_WINDOW = (400.0, 40.0)
+# Slicer's binary labelmap → closed surface rule: surface nets, smoothed inside, jointly
+SURFACE_CONVERSION = {
+    "Conversion method": "1",
+    "SurfaceNets smoothing": "1",
+    "Joint smoothing": "1",
+}
 
 
 def _labels_as_seg_nrrd(path: Path, task: str, folder: Path) -> Path:
@@ -73,7 +79,6 @@ class ReviewScene:
                 raise TuckerSegmentError(f"cannot read {path} as a segmentation")
             node.SetName(f"{result.name} {side.lower()}")
             node.CreateDefaultDisplayNodes()
-            node.CreateClosedSurfaceRepresentation()
             self.segmentations[side] = node
         display = self.volume.GetDisplayNode()
         display.SetAutoWindowLevel(False)
@@ -99,12 +104,25 @@ class ReviewScene:
             view.set_background_volume_id(self.volume.GetID())
             by_layout_name(self.app.scene, "vtkMRMLSliceCompositeNode", side).SetLinkedControl(True)
             display = self.segmentations[side].GetDisplayNode()
+            modifying = display.StartModify()
             display.RemoveAllViewNodeIDs()
             display.AddViewNodeID(view.get_view_node_id())
             display.AddViewNodeID(self.views[THREE_D_VIEW].get_view_node_id())
+            display.EndModify(modifying)
+        self._surfaces()
         for view in self.views.values():
             view.fit_view_to_content()
         return self.views
+
+    def _surfaces(self) -> None:
+        """Both segmentations as surfaces for the 3D view, by Slicer's surface nets (one pass
+        over all labels, smoothed jointly): 1–2 s where the default flying edges took 20 s for
+        29 structures of a 512×512×20 series."""
+        for segmentation in self.segmentations.values():
+            segments = segmentation.GetSegmentation()
+            for name, value in SURFACE_CONVERSION.items():
+                segments.SetConversionParameter(name, value)
+            segmentation.CreateClosedSurfaceRepresentation()
 
     # what the page changes -------------------------------------------------------------
 
