@@ -239,7 +239,8 @@ def test_the_page_shows_the_result_offline_with_slicers_names_and_colors(browser
             ]
             assert len(seen) >= 3, (view, seen)
         three_d = page.settled("#view-3d")
-        assert len(np.unique(three_d.reshape(-1, 3), axis=0)) > 50
+        colored = (three_d.max(axis=-1) - three_d.min(axis=-1)) > 40  # the background is gray
+        assert colored.mean() > 0.02, "the 3D view shows the surfaces"
         assert page.errors == []
         assert page.hosts == {server.split("/")[2]}
     finally:

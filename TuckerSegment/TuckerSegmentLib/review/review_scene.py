@@ -21,12 +21,9 @@ from .result_folder import ReviewResult
 ORIGINAL_VIEW, COMPRESSED_VIEW, THREE_D_VIEW = "Original", "Compressed", "ThreeD"
 # an abdomen window, as a radiologist reads a body CT (width, level in HU)
 CT_WINDOW = (400.0, 40.0)
-# Slicer's binary labelmap → closed surface rule: surface nets, smoothed inside, jointly
-SURFACE_CONVERSION = {
-    "Conversion method": "1",
-    "SurfaceNets smoothing": "1",
-    "Joint smoothing": "1",
-}
+# Slicer's binary labelmap → closed surface rule: surface nets, smoothed inside the filter
+# (with "Joint smoothing" too, slicer-core 5.11 returned empty surfaces)
+SURFACE_CONVERSION = {"Conversion method": "1", "SurfaceNets smoothing": "1"}
 
 
 def _labels_as_seg_nrrd(path: Path, task: str, folder: Path) -> Path:
@@ -116,8 +113,8 @@ class ReviewScene:
 
     def _surfaces(self) -> None:
         """Both segmentations as surfaces for the 3D view, by Slicer's surface nets (one pass
-        over all labels, smoothed jointly): 1–2 s where the default flying edges took 20 s for
-        29 structures of a 512×512×20 series."""
+        over all labels): 2 s where the default flying edges took 20 s for 29 structures of a
+        512×512×20 series."""
         for segmentation in self.segmentations.values():
             segments = segmentation.GetSegmentation()
             for name, value in SURFACE_CONVERSION.items():
