@@ -315,3 +315,54 @@ def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path
         timeout=300,
     )
     assert plain.returncode == 1 and "has no labelsTr/ folder" in plain.stderr
+
+
+def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(tiny_dataset, tmp_path, isolated_home):
+    """--start-from a `prune --structured` model: nnU-Net's trainer trains that smaller network
+    (not a fresh decomposition); the result keeps its channels and its pruning record, loads,
+    and has learned (its weights moved); a model of other weights is refused in one line."""
+    from TuckerSegmentLib.storage.compressed_format import load_compressed
+
+    env = {**os.environ, **isolated_home}
+    exe = Path(sys.executable).with_name("tucker-segment")
+    pruned = tmp_path / "pruned"
+    made = subprocess.run(
+        [str(exe), "prune", "--model", "3mm", "--weights-dir", str(MODELS)]
+        + ["--method", "random-widest", "--ratio", "0.3", "--structured", "-o", str(pruned)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "model"
+    command = _command(tiny_dataset, out) + ["--start-from", str(pruned), "--epochs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    start_network, start = load_compressed(pruned)
+    network, manifest = load_compressed(out)
+    assert manifest.extra["prune"] == start.extra["prune"]  # the same structure, recorded
+    assert manifest.extra["params"] == start.extra["params"]
+    assert manifest.extra["finetune"]["started_from"] == str(pruned.resolve())
+    before, after = start_network.state_dict(), network.state_dict()
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    other = tmp_path / "other-pruned"
+    six = subprocess.run(
+        [str(exe), "prune", "--model", "6mm", "--weights-dir", str(MODELS)]
+        + ["--method", "l2", "--ratio", "0.3", "-o", str(other)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert six.returncode == 0, six.stderr
+    refused = subprocess.run(
+        _command(tiny_dataset, tmp_path / "x") + ["--start-from", str(other)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert refused.returncode == 1
+    assert "was not made from the installed 3mm model's weights" in refused.stderr

@@ -646,6 +646,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "images first (self-distillation: CTs without annotations will do, and the compressed "
         "network learns to agree with the original)",
     )
+    p.add_argument(
+        "--start-from",
+        help="fine-tune this compressed model of the same TS model instead of a fresh "
+        "decomposition at --df: a planned (`plan` + `segment --plan` cache, `compress`), "
+        "pruned (`prune`, also --structured) or fine-tuned model folder",
+    )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
     p.set_defaults(run=_run_finetune)
@@ -677,6 +683,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         progress=args.progress,
         seed=args.seed,
         labels=args.labels,
+        start_from=Path(args.start_from) if args.start_from else None,
     )
     real_stdout = sys.stdout
     if args.progress == "json":
@@ -689,8 +696,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     out = sys.stderr if args.progress == "json" else sys.stdout
     record = manifest["finetune"]
     dice = record.get("final_validation_dice")
+    start = f"from {args.start_from}" if args.start_from else f"DF {record['df']:g}"
     print(
-        f"wrote {args.output}: {args.model} DF {record['df']:g}, {record['steps']} steps in "
+        f"wrote {args.output}: {args.model} {start}, {record['steps']} steps in "
         f"{record['seconds']:.0f} s; validation Dice "
         + (f"{dice:.3f}" if dice is not None else "not available"),
         file=out,

@@ -126,7 +126,17 @@ def remove_channels(
     # one forward traces the graph: the smallest input every stride divides, twice over
     size = [2 * math.prod(int(s[axis]) for s in strides) for axis in range(3)]
     example = torch.zeros(1, input_channels, *size)
-    graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
+    # traced with deep supervision on, so the lower decoder stages' heads (used in training,
+    # e.g. when fine-tuning the pruned network) shrink with their inputs too
+    decoder = getattr(network, "decoder", None)
+    supervised = getattr(decoder, "deep_supervision", None)
+    if supervised is not None:
+        decoder.deep_supervision = True
+    try:
+        graph = tp.DependencyGraph().build_dependency(network, example_inputs=example)
+    finally:
+        if supervised is not None:
+            decoder.deep_supervision = supervised
     modules = dict(network.named_modules())
     for layer in pruned:
         if not layer.zeroed:

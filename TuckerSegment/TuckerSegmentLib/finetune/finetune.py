@@ -62,6 +62,7 @@ class FinetuneOptions:
     progress: str = "bar"
     seed: int | None = None
     labels: str = "dataset"  # "original": the original network labels the images (distillation)
+    start_from: Path | None = None  # a compressed model folder (planned, pruned, fine-tuned)
 
 
 @dataclass
@@ -181,6 +182,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
     )
     fold = _fold(options, len(summary.cases))
+    start = _start_model(options, file_sha256(model.checkpoint))
     settings = {
         "model": options.model,
         "compression": compression.to_json(),
@@ -195,6 +197,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "fold": fold,
         "seed": options.seed,
         "labels": options.labels,
+        **start,
     }
     work = work_folder(output)
     resume = False
@@ -211,6 +214,25 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
             )
         resume = True
     return FinetunePlan(options, folder, compression, summary, fold, device, work, resume, settings)
+
+
+def _start_model(options: FinetuneOptions, base_sha256: str) -> dict[str, str]:
+    """A compressed model to start from instead of a fresh decomposition: made from the same
+    TS checkpoint (one line otherwise, before any work)."""
+    if options.start_from is None:
+        return {}
+    from ..storage.compressed_format import read_manifest
+
+    manifest = read_manifest(options.start_from)
+    if manifest.source_sha256 != base_sha256:
+        raise TuckerSegmentError(
+            f"{options.start_from} was not made from the installed {options.model} model's "
+            "weights: fine-tuning starts from a model of the same checkpoint"
+        )
+    return {
+        "start_model": str(Path(options.start_from).resolve()),
+        "start_weights_sha256": manifest.weights_sha256,
+    }
 
 
 def _augmentation_workers(options: FinetuneOptions) -> int:
@@ -255,36 +277,57 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
     from ..engine.compress import compress_network
     from ..engine.counting import count_original_and_compressed
     from ..storage.atomic_dir import atomic_directory
-    from ..storage.compressed_format import Manifest, write_model_files
+    from ..storage.compressed_format import Manifest, load_compressed, write_model_files
     from ..ts.model_folder import load_checkpoint_weights, open_model_folder
 
     final = fold_folder / "checkpoint_final.pth"
     model = open_model_folder(plan.model_folder)
-    network = model.load_network("cpu")  # the same decomposition the trainer started from
-    layers = compress_network(network, plan.compression, decompose=True)
+    start = plan.settings.get("start_model")
+    if start:  # the compressed model the trainer started from, its structure and settings
+        network, started = load_compressed(start)
+        layers, compression = started.layers, started.settings
+    else:
+        network = model.load_network("cpu")  # the same decomposition the trainer started from
+        layers = compress_network(network, plan.compression, decompose=True)
+        compression, started = plan.compression, None
     try:
         network.load_state_dict(load_checkpoint_weights(final))
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise TuckerSegmentError(f"the fine-tuned checkpoint does not fit: {first}") from None
     logging = _training_log(final)
-    before, after = count_original_and_compressed(model.spec, layers)
     options = plan.options
+    inherited = {}  # what the started-from model's manifest says of its structure
+    if started is not None:
+        inherited = {k: v for k, v in started.extra.items() if k != "finetune"}
+    else:
+        before, after = count_original_and_compressed(model.spec, layers)
+        inherited = {
+            "params": {"original": before.params, "compressed": after.params},
+            "gflops_per_patch": {"original": before.gflops, "compressed": after.gflops},
+        }
     manifest = Manifest(
         spec=model.spec,
-        settings=plan.compression,
+        settings=compression,
         layers=layers,
         source_sha256=plan.settings["base_checkpoint_sha256"],
         extra={
+            **inherited,
             "source_model": plan.model_folder.name,
             "model": options.model,
-            "params": {"original": before.params, "compressed": after.params},
-            "gflops_per_patch": {"original": before.gflops, "compressed": after.gflops},
             "finetune": {
                 "trainer": "nnUNetTrainerTucker (nnU-Net's nnUNetTrainer)",
                 "base_checkpoint_sha256": plan.settings["base_checkpoint_sha256"],
-                "df": plan.compression.df,
-                "rank_floor": plan.compression.rank_floor,
+                **(
+                    {
+                        "started_from": start,
+                        "start_weights_sha256": plan.settings["start_weights_sha256"],
+                    }
+                    if start
+                    else {}
+                ),
+                "df": compression.df,
+                "rank_floor": compression.rank_floor,
                 "dataset": {
                     "path": plan.settings["dataset"],
                     "cases": len(plan.dataset.cases),

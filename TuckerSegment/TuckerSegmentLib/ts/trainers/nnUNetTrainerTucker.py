@@ -74,10 +74,19 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> torch.nn.Module:
-        """nnU-Net's network with the TS checkpoint's weights, then Tucker-decomposed."""
+        """nnU-Net's network with the TS checkpoint's weights, then Tucker-decomposed; or,
+        with ``start_model``, that compressed model (planned ranks, pruned channels, an earlier
+        fine-tuning) as it was saved."""
         from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
         from TuckerSegmentLib.ts.model_folder import load_checkpoint_weights
 
+        settings = finetune_settings(plans_manager.plans)
+        if settings.get("start_model"):
+            from TuckerSegmentLib.storage.compressed_format import load_compressed
+
+            started, _ = load_compressed(settings["start_model"])
+            started.decoder.deep_supervision = enable_deep_supervision  # its heads all exist
+            return started
         network = nnUNetTrainer.build_network_architecture(
             plans_manager,
             configuration_manager,
@@ -85,7 +94,6 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
             num_output_channels,
             enable_deep_supervision,
         )
-        settings = finetune_settings(plans_manager.plans)
         network.load_state_dict(load_checkpoint_weights(Path(settings["base_checkpoint"])))
         compression = CompressionSettings(**settings["compression"])
         compress_network(network, compression, decompose=True)
