@@ -116,6 +116,25 @@ def test_plan_command_and_segment_with_the_plan(isolated_home, tmp_path, phantom
     assert [[n, i, o] for n, i, o in model["ranks"]] == [
         [layer["name"], layer["rank_in"], layer["rank_out"]] for layer in plan["layers"]
     ]
+    # `compress --plan`: the same model as a folder of its own (for --start-from, to share)
+    folder = next(MODELS.glob("Dataset297_*/*__3d_fullres"))
+    copied = tmp_path / "planned-model"
+    made = run_cli(
+        "compress",
+        "--model-dir",
+        str(folder),
+        "--plan",
+        str(plan_path),
+        "-o",
+        str(copied),
+        env=isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((copied / "manifest.json").read_text())
+    assert manifest["params"]["compressed"] == plan["params"]["planned"]
+    assert [[x["name"], x["rank_in"], x["rank_out"]] for x in manifest["layers"]] == [
+        [layer["name"], layer["rank_in"], layer["rank_out"]] for layer in plan["layers"]
+    ]
     # a damaged cache entry of the plan is rebuilt, never used
     entry = next((Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "planned").iterdir())
     (entry / "weights.pt").write_bytes(b"damaged")

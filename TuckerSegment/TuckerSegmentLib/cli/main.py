@@ -114,6 +114,29 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_with_plan(args: argparse.Namespace) -> int:
+    """`compress --plan`: the plan's model (made as `segment --plan` makes it), copied out."""
+    import shutil
+
+    from ..storage.atomic_dir import atomic_directory
+    from ..storage.compressed_format import read_manifest
+    from ..storage.plan_file import planned_model
+
+    output = Path(args.output)
+    if output.exists():
+        raise TuckerSegmentError(f"{output} exists; choose another output (it is never replaced)")
+    made = planned_model(Path(args.plan), Path(args.model_dir), args.method)
+    with atomic_directory(output) as staging:
+        for name in ("manifest.json", "weights.pt"):
+            shutil.copy(made / name, staging / name)
+    params = read_manifest(output).extra["params"]
+    print(
+        f"wrote {output}: planned ranks of {args.plan}, {params['compressed']:,} of "
+        f"{params['original']:,} parameters"
+    )
+    return 0
+
+
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
@@ -137,6 +160,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
     p.add_argument("--paper", action="store_true", help="also factorize 1x1x1 convs")
+    p.add_argument(
+        "--plan",
+        help="decompose with a plan's per-layer ranks (`tucker-segment plan -o PLAN.json`) "
+        "instead of one DF: a model to pass to `segment --compressed-model` or "
+        "`finetune --start-from`",
+    )
     p.add_argument("-o", "--output", required=True, help="folder for the compressed model")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_run_compress)
@@ -147,6 +176,8 @@ def _run_compress(args: argparse.Namespace) -> int:
     from ..engine.report import format_compression_report
     from ..storage.decompose import compress_model_folder, write_compressed_model
 
+    if args.plan:
+        return _compress_with_plan(args)
     settings = CompressionSettings(
         df=args.df,
         rank_floor=args.rank_floor,
@@ -649,7 +680,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--start-from",
         help="fine-tune this compressed model of the same TS model instead of a fresh "
-        "decomposition at --df: a planned (`plan` + `segment --plan` cache, `compress`), "
+        "decomposition at --df: a planned (`compress --plan`), "
         "pruned (`prune`, also --structured) or fine-tuned model folder",
     )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
