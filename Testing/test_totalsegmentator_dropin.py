@@ -302,16 +302,16 @@ def test_the_crop_and_task_model_paths_equal_totalsegmentators(
 
 # TS's other options: each group with --df 1 gives TS's own files (they act around the networks)
 PASS_THROUGH = {
-    "statistics-options": ["--fast", "--statistics", "-sii", "-sa", "median", "-sx"],
+    # (groups of options that act in different places run together: one TS run per group)
+    "statistics-options": ["--fast", "--statistics", "-sii", "-sa", "median", "-sx"]
+    + ["--higher_order_resampling_LEGACY", "-v"],
     "post-processing": ["--fast", "--ml", "-rmb", "20", "-ns", "1", "-nr", "1", "-ro", "0", "-ndm"]
     # -ms only changes task total_v3 (small is refused elsewhere, below) and TS 2.18 no longer
     # reads -cp: accepted all the same
-    + ["-v1o", "-ms", "big", "-cp", "/tmp"],
+    + ["-v1o", "-ms", "big", "-cp", "/tmp", "-sl"],
     "higher-order-resampling": ["--fast", "--ml", "-rmb", "20", "-ho"],
     "force-split": ["--fast", "--ml", "-fs"],
-    "save-lowres": ["--fast", "--ml", "-sl"],
     "skip-saving": ["--fast", "-ss", "--statistics"],  # statistics.json only
-    "legacy-resampling-verbose": ["--fast", "--ml", "--higher_order_resampling_LEGACY", "-v"],
     "roi-subset-robust": ["--fast", "--ml", "-rsr", "liver", "spleen"],
     "robust-crop": ["--fast", "--ml", "-rc", "-rs", "liver"],
     "full-roi-subset": ["--ml", "--roi_subset", "liver", "spleen"],
