@@ -306,6 +306,10 @@ def test_scrolling_one_view_moves_both_and_the_filter_hides_the_rest(browser, se
         )
         left, right = page.settled("#view-original"), page.settled("#view-compressed")
         assert left.shape == right.shape
+        page.page.fill("#structure-filter", "both")  # names only, not the "found by" column
+        page.page.wait_for_function(
+            "document.querySelector('#agreement-table tbody').innerText.includes('No data')"
+        )
         page.page.fill("#structure-filter", "liver")
         page.page.wait_for_function(
             "document.querySelectorAll('#agreement-table tbody tr').length === 1"

@@ -229,6 +229,7 @@ class ReviewPage:
                     headers=("headers", HEADERS),
                     items=("rows",),
                     search=("structure_filter",),
+                    filter_keys=("['name']",),  # the filter matches names, as in the views
                     item_value="name",
                     density="compact",
                     items_per_page=-1,
