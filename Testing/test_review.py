@@ -423,12 +423,9 @@ def test_a_dicom_series_ct_is_read_as_segment_reads_it(result):
     reviewed = open_result(result, ct=series)
     assert reviewed.ct == series.resolve()
     scene = ReviewScene(reviewed, SlicerApp())
-    try:
-        expected = load_ct(series).image
-        image = scene.volume.GetImageData()
-        assert list(image.GetDimensions()) == list(expected.shape[:3])
-        assert list(scene.volume.GetSpacing()) == pytest.approx(
-            [float(z) for z in expected.header.get_zooms()[:3]]
-        )
-    finally:
-        scene.close()
+    expected = load_ct(series).image
+    image = scene.volume.GetImageData()
+    assert list(image.GetDimensions()) == list(expected.shape[:3])
+    assert list(scene.volume.GetSpacing()) == pytest.approx(
+        [float(z) for z in expected.header.get_zooms()[:3]]
+    )

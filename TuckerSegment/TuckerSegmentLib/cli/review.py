@@ -11,33 +11,14 @@ import argparse
 
 from ..errors import TuckerSegmentError
 
+# the defaults serve.py uses (no heavy import: trame loads only when the page starts)
+DEFAULT_PORT = 8080
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
 MISSING_EXTRA = (
     "the review page needs the optional extra: pip install 'tuckersegment[review]' "
     "(trame-slicer and slicer-core; .ci/setup installs it)"
 )
-
-
-def add_review_options(p: argparse.ArgumentParser, with_host: bool = True) -> None:
-    p.add_argument("--port", type=int, default=8080, help="port (0: any free port; default 8080)")
-    if with_host:
-        p.add_argument(
-            "--host",
-            default="127.0.0.1",
-            help="address to listen on (default 127.0.0.1: this machine only); any other "
-            "needs --allow-remote and the printed access token",
-        )
-        p.add_argument(
-            "--allow-remote",
-            action="store_true",
-            help="allow --host other than this machine (the page then asks for a token)",
-        )
-    p.add_argument(
-        "--image-format",
-        choices=["png", "jpeg", "webp"],
-        default="png",
-        help="how views travel to the page: png (lossless, default), jpeg/webp (slow links)",
-    )
-    p.add_argument("--no-browser", action="store_true", help="only print the address")
 
 
 def add_review(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +38,27 @@ def add_review(sub: argparse._SubParsersAction) -> None:
         "folder holding one result)",
     )
     p.add_argument("--ct", help="the CT, if it is no longer where the run read it")
-    add_review_options(p)
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (0: any free port; default 8080)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only); any other needs "
+        "--allow-remote and the printed access token",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --host other than this machine (the page then asks for a token)",
+    )
+    p.add_argument(
+        "--image-format",
+        choices=IMAGE_FORMATS,
+        default="png",
+        help="how views travel to the page: png (lossless, default), jpeg/webp (slow links)",
+    )
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
     p.set_defaults(run=run_review)
 
 
@@ -75,7 +76,7 @@ def run_review(args: argparse.Namespace) -> int:
     from ..review.result_folder import open_result
     from ..review.serve import check_port, serve
 
-    access_token(args.host, args.allow_remote)  # refused before any work
+    token = access_token(args.host, args.allow_remote)  # each refused before any slow work
     check_port(args.host, args.port)
     check_review_extra()
     result = open_result(args.result, args.ct)
@@ -83,7 +84,7 @@ def run_review(args: argparse.Namespace) -> int:
         result,
         host=args.host,
         port=args.port,
-        allow_remote=args.allow_remote,
+        token=token,
         image_format=args.image_format,
         open_browser=False if args.no_browser else None,
     )

@@ -166,12 +166,12 @@ def reshape_modules(network: nn.Module, shapes: dict[str, list[int]]) -> None:
     """Give the original architecture the pruned channel counts (modules rebuilt with the
     same kernel, stride and padding, on the device the network is on — meta for loading)."""
     modules = dict(network.named_modules())
+    device = next(network.parameters()).device
     replaced: dict[int, nn.Module] = {}
     for name, shape in shapes.items():
         module = modules.get(name)
         if not isinstance(module, SHAPED):
             raise TuckerSegmentError(f"{name}: not a conv or instance norm of this network")
-        device = next(module.parameters()).device if list(module.parameters()) else "cpu"
         with torch.device(device):
             if isinstance(module, nn.InstanceNorm3d):
                 new = nn.InstanceNorm3d(

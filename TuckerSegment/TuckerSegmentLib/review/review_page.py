@@ -15,6 +15,7 @@ from .result_folder import ReviewResult
 from .review_scene import COMPRESSED_VIEW, ORIGINAL_VIEW, THREE_D_VIEW, ReviewScene
 
 TITLE = "TuckerSegment review"
+FILL_OPACITY = 0.5  # Slicer's default 2D fill: the CT stays readable under the segments
 HEADERS = [
     {"title": "structure", "key": "name", "sortable": True},
     {"title": "Dice", "key": "dice", "sortable": True, "align": "end"},
@@ -97,7 +98,7 @@ class ReviewPage:
                 "rows": table_rows(self.result),
                 "facts": [{"label": k, "value": v} for k, v in self.result.facts()],
                 "structure_filter": "",
-                "fill_opacity": 0.5,
+                "fill_opacity": FILL_OPACITY,
                 "outline": True,
                 "slice_min": low,
                 "slice_max": high,
@@ -111,7 +112,7 @@ class ReviewPage:
                 },
             }
         )
-        self.scene.set_fill_opacity(0.5)
+        self.scene.set_fill_opacity(FILL_OPACITY)
         state.change("structure_filter")(self._on_filter)
         state.change("fill_opacity")(
             lambda fill_opacity, **_: self._apply(self.scene.set_fill_opacity, fill_opacity)

@@ -10,7 +10,6 @@ when the reader scrolls, pans or zooms one. The 3D view shows both as surfaces.
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,30 +59,33 @@ class ReviewScene:
     """The scene and its views; every change the page asks for goes through here."""
 
     def __init__(self, result: ReviewResult, slicer_app: Any) -> None:
+        from ..storage.scratch import run_scratch
+
         self.result = result
         self.app = slicer_app
-        self._temp = tempfile.TemporaryDirectory(prefix="tuckersegment-review-")
-        folder = Path(self._temp.name)
         io = slicer_app.io_manager
-        try:
-            self.volume = io.load_volumes(str(_ct_as_volume_file(result.ct, folder)))[0]
-        except (IndexError, RuntimeError) as error:
-            raise TuckerSegmentError(f"cannot read the CT {result.ct}: {error}") from None
-        self.segmentations = {}
-        for side, path in ((ORIGINAL_VIEW, result.original), (COMPRESSED_VIEW, result.compressed)):
-            node = io.load_segmentation(str(_labels_as_seg_nrrd(path, result.task, folder)))
-            if node is None:
-                raise TuckerSegmentError(f"cannot read {path} as a segmentation")
-            node.SetName(f"{result.name} {side.lower()}")
-            node.CreateDefaultDisplayNodes()
-            self.segmentations[side] = node
+        # files made on the way (a DICOM series as NIfTI, a NIfTI result as .seg.nrrd) live in
+        # the project's private run folder, removed once loaded (swept if the process dies)
+        with run_scratch() as folder:
+            try:
+                self.volume = io.load_volumes(str(_ct_as_volume_file(result.ct, folder)))[0]
+            except (IndexError, RuntimeError) as error:
+                raise TuckerSegmentError(f"cannot read the CT {result.ct}: {error}") from None
+            self.segmentations = {}
+            for side, path in (
+                (ORIGINAL_VIEW, result.original),
+                (COMPRESSED_VIEW, result.compressed),
+            ):
+                node = io.load_segmentation(str(_labels_as_seg_nrrd(path, result.task, folder)))
+                if node is None:
+                    raise TuckerSegmentError(f"cannot read {path} as a segmentation")
+                node.SetName(f"{result.name} {side.lower()}")
+                node.CreateDefaultDisplayNodes()
+                self.segmentations[side] = node
         display = self.volume.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(*CT_WINDOW)
         self.views: dict[str, Any] = {}
-
-    def close(self) -> None:
-        self._temp.cleanup()
 
     def create_views(self) -> dict[str, Any]:
         """The two axial slice views and the 3D view, through the view manager's factories
@@ -163,13 +165,9 @@ class ReviewScene:
 
     def show_structures(self, names: set[str] | None) -> None:
         """Only these structures (all when None), in every view."""
-        for segmentation in self.segmentations.values():
-            display = segmentation.GetDisplayNode()
-            segments = segmentation.GetSegmentation()
-            for i in range(segments.GetNumberOfSegments()):
-                segment_id = segments.GetNthSegmentID(i)
-                name = segments.GetSegment(segment_id).GetName()
-                display.SetSegmentVisibility(segment_id, names is None or name in names)
+        for segmentation, segment_id, segment in self._segments():
+            visible = names is None or segment.GetName() in names
+            segmentation.GetDisplayNode().SetSegmentVisibility(segment_id, visible)
 
     def set_fill_opacity(self, opacity: float) -> None:
         for segmentation in self.segmentations.values():
@@ -179,26 +177,28 @@ class ReviewScene:
         for segmentation in self.segmentations.values():
             segmentation.GetDisplayNode().SetVisibility2DOutline(bool(visible))
 
-    def segment_colors(self) -> dict[str, tuple[int, int, int]]:
-        """Each structure's color as 0–255 RGB, as the segmentation file gives it."""
-        colors = {}
+    def _segments(self) -> Any:
+        """Every (segmentation node, segment id, segment) of both results."""
         for segmentation in self.segmentations.values():
             segments = segmentation.GetSegmentation()
             for i in range(segments.GetNumberOfSegments()):
-                segment = segments.GetSegment(segments.GetNthSegmentID(i))
-                colors[segment.GetName()] = tuple(round(255 * c) for c in segment.GetColor())
-        return colors
+                segment_id = segments.GetNthSegmentID(i)
+                yield segmentation, segment_id, segments.GetSegment(segment_id)
+
+    def segment_colors(self) -> dict[str, tuple[int, int, int]]:
+        """Each structure's color as 0–255 RGB, as the segmentation file gives it."""
+        return {
+            segment.GetName(): tuple(round(255 * c) for c in segment.GetColor())
+            for _, _, segment in self._segments()
+        }
 
     def segment_terms(self) -> dict[str, str]:
         """Each structure's terminology type as Slicer reads it from the file, shown as
         "meaning (scheme code)" — e.g. "Spleen (SCT 78961009)"."""
         terms = {}
-        for segmentation in self.segmentations.values():
-            segments = segmentation.GetSegmentation()
-            for i in range(segments.GetNumberOfSegments()):
-                segment = segments.GetSegment(segments.GetNthSegmentID(i))
-                fields = (segment.GetTerminology() or "").split("~")
-                code = fields[2].split("^") if len(fields) > 2 else []
-                if len(code) == 3 and code[1]:
-                    terms[segment.GetName()] = f"{code[2]} ({code[0]} {code[1]})"
+        for _, _, segment in self._segments():
+            fields = (segment.GetTerminology() or "").split("~")
+            code = fields[2].split("^") if len(fields) > 2 else []
+            if len(code) == 3 and code[1]:
+                terms[segment.GetName()] = f"{code[2]} ({code[0]} {code[1]})"
         return terms

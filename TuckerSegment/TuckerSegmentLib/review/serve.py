@@ -6,14 +6,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable
 
 from ..errors import TuckerSegmentError
-from .access import access_token, is_local, token_middleware
+from .access import token_middleware
 from .result_folder import ReviewResult
-
-DEFAULT_PORT = 8080
-IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 
 def check_port(host: str, port: int) -> None:
@@ -62,17 +58,14 @@ def _bind(app: object, token: str | None) -> None:
 def serve(
     result: ReviewResult,
     host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    allow_remote: bool = False,
+    port: int = 0,
+    token: str | None = None,
     image_format: str = "png",
     open_browser: bool | None = None,
-    on_address: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the review of ``result`` until interrupted."""
-    if image_format not in IMAGE_FORMATS:
-        raise TuckerSegmentError(f"--image-format: one of {', '.join(IMAGE_FORMATS)}")
-    token = access_token(host, allow_remote)
-    check_port(host, port)
+    """Serve the review of ``result`` until interrupted. The caller has checked the address
+    (:func:`~.access.access_token` gives ``token``) and the port (:func:`check_port`) before
+    any slow work."""
     from .review_page import ReviewPage
 
     page = ReviewPage(result, image_format=image_format)
@@ -80,24 +73,16 @@ def serve(
     server.controller.on_server_bind.add(lambda wslink_server: _bind(wslink_server.app, token))
 
     def announce(**_: object) -> None:
-        address = page_address(host, server.port, token)
-        print(f"review of {result.name}: {address}", flush=True)
-        if not is_local(host):
+        print(f"review of {result.name}: {page_address(host, server.port, token)}", flush=True)
+        if token is not None:
             print("the page needs that address's token; anyone who has it sees the CT", flush=True)
-        if on_address is not None:
-            on_address(address)
 
     server.controller.on_server_ready.add(announce)
     sys.argv = sys.argv[:1]  # trame reads its own options from the command line: none here
-    try:
-        server.start(
-            port=port,
-            host=host,
-            open_browser=(token is None and has_display())
-            if open_browser is None
-            else open_browser,
-            show_connection_info=False,
-            timeout=0,
-        )
-    finally:
-        page.scene.close()
+    server.start(
+        port=port,
+        host=host,
+        open_browser=(token is None and has_display()) if open_browser is None else open_browser,
+        show_connection_info=False,
+        timeout=0,
+    )
