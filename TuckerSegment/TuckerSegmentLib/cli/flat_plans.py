@@ -29,14 +29,10 @@ def add_flat_plans(sub: argparse._SubParsersAction) -> None:
 
 
 def run_flat_plans(args: argparse.Namespace) -> int:
-    import json
-
     from ..ts.flat_unet import write_flat_plans
 
     output = Path(args.output)
-    name = write_flat_plans(Path(args.plans), output, args.configuration, args.width)
-    flat = json.loads(output.read_text())["configurations"][name]
-    features = flat["architecture"]["arch_kwargs"]["features_per_stage"]
+    name, features = write_flat_plans(Path(args.plans), output, args.configuration, args.width)
     print(f"wrote {output}: configuration {name}, filters per stage {features}")
     print(f"train it with nnU-Net: nnUNetv2_train DATASET {name} FOLD -p {output.stem}")
     return 0

@@ -79,9 +79,10 @@ def write_flat_plans(
     output: Path,
     configuration: str = "3d_fullres",
     width: int | None = None,
-) -> str:
+) -> tuple[str, list[int]]:
     """Read ``source`` (never modified), write the plans with the flat configuration to
-    ``output`` (its stem becomes the plans name nnU-Net's ``-p`` takes)."""
+    ``output`` (its stem becomes the plans name nnU-Net's ``-p`` takes); returns the
+    configuration's name and its filters per stage."""
     if output.resolve() == source.resolve():
         raise TuckerSegmentError("-o must be a new file: the plans given are never modified")
     if output.suffix != ".json" or not output.parent.is_dir():
@@ -98,4 +99,4 @@ def write_flat_plans(
     partial = output.with_name(f".{output.name}.partial")
     partial.write_text(json.dumps(flat, indent=2))
     partial.replace(output)
-    return name
+    return name, flat["configurations"][name]["architecture"]["arch_kwargs"]["features_per_stage"]
