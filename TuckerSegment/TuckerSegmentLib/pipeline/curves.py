@@ -170,7 +170,6 @@ def write_curves(points: list[CurvePoint], stem: Path) -> tuple[Path, Path]:
     for method in dict.fromkeys(p.method for p in points):
         mine = [p for p in points if p.method == method]
         shares = sorted({p.removed for p in mine})
-        kept = []
         for metric, axis in (("mean_dice", axes[0]), ("mean_nsd", axes[1])):
             values, kept = [], []
             for share in shares:
