@@ -16,8 +16,9 @@ DEFAULT_PORT = 8080
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 MISSING_EXTRA = (
-    "the review page needs the optional extra: pip install 'tuckersegment[review]' "
-    "(trame-slicer and slicer-core; .ci/setup installs it)"
+    "the review page needs the optional extra: pip install 'tuckersegment[review]' && pip "
+    "install --no-deps slicer-core==5.11.0.6 slicer-layer-dm==2.0.0 vtk==9.6.0 (README, Review "
+    "in the browser; .ci/setup does both)"
 )
 
 
