@@ -292,12 +292,14 @@ def test_the_original_network_labels_cases_like_it_segments(tiny_dataset, tmp_pa
 
 def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path, isolated_home):
     """--labels original: a dataset without labelsTr is labelled by the original network, then
-    fine-tuned on as usual; the provenance says where the labels came from."""
+    fine-tuned on as usual (here with --augmentation none: nnU-Net's NoDA trainer mixed in);
+    the provenance says where the labels came from and which trainer ran."""
     images_only = tmp_path / "images-only"
     shutil.copytree(tiny_dataset / "imagesTr", images_only / "imagesTr")
     shutil.copy(tiny_dataset / "dataset.json", images_only / "dataset.json")
     out = tmp_path / "model"
     command = _command(images_only, out) + ["--labels", "original", "--epochs", "1"]
+    command += ["--augmentation", "none"]
     result = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **isolated_home}, timeout=900
     )
@@ -307,6 +309,8 @@ def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path
     record = json.loads((out / "manifest.json").read_text())["finetune"]
     assert record["dataset"]["labels"].startswith("the original TS network's output")
     assert record["dataset"]["cases"] == 3
+    assert record["augmentation"] == "none"
+    assert record["trainer"].startswith("nnUNetTrainerTuckerNoDA ")
     plain = subprocess.run(
         _command(images_only, tmp_path / "other"),
         capture_output=True,
@@ -315,6 +319,41 @@ def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path
         timeout=300,
     )
     assert plain.returncode == 1 and "has no labelsTr/ folder" in plain.stderr
+
+
+def test_without_augmentation_the_trainer_trains_on_nnunets_validation_transforms():
+    """--augmentation none is nnU-Net's own nnUNetTrainerNoDA (mixed in, not copied): training
+    batches get exactly the validation transforms, and the Tucker trainer's network and
+    optimizer stay."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from TuckerSegmentLib.ts.trainers.nnUNetTrainerTucker import (
+        nnUNetTrainerTucker,
+        nnUNetTrainerTuckerNoDA,
+    )
+
+    def steps(transform) -> list[str]:
+        return [type(t).__name__ for t in transform.transforms]
+
+    scales = [[1, 1, 1], [0.5, 0.5, 0.5]]
+    training = {
+        "patch_size": [64, 64, 64],
+        "rotation_for_DA": (-0.5, 0.5),
+        "deep_supervision_scales": scales,
+        "mirror_axes": None,
+        "do_dummy_2d_data_aug": False,
+        "use_mask_for_norm": [False],
+        "foreground_labels": [1, 2, 3],
+    }
+    plain = nnUNetTrainerTuckerNoDA.get_training_transforms(**training)
+    validation = nnUNetTrainer.get_validation_transforms(scales, foreground_labels=[1, 2, 3])
+    assert steps(plain) == steps(validation)
+    augmented = nnUNetTrainerTucker.get_training_transforms(**training)
+    assert "SpatialTransform" in steps(augmented) and "SpatialTransform" not in steps(plain)
+    assert (
+        nnUNetTrainerTuckerNoDA.build_network_architecture
+        is nnUNetTrainerTucker.build_network_architecture
+    )
+    assert nnUNetTrainerTuckerNoDA.configure_optimizers is nnUNetTrainerTucker.configure_optimizers
 
 
 def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(tiny_dataset, tmp_path, isolated_home):

@@ -678,6 +678,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "network learns to agree with the original)",
     )
     p.add_argument(
+        "--augmentation",
+        choices=("nnunet", "none"),
+        default="nnunet",
+        help="nnunet: nnU-Net's data augmentation (without mirroring, like TS); none: nnU-Net's "
+        "nnUNetTrainerNoDA (with --labels original on the images you will segment, it agreed "
+        "better with the original in the same steps)",
+    )
+    p.add_argument(
         "--start-from",
         help="fine-tune this compressed model of the same TS model instead of a fresh "
         "decomposition at --df: a planned (`compress --plan`), "
@@ -714,6 +722,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         progress=args.progress,
         seed=args.seed,
         labels=args.labels,
+        augmentation=args.augmentation,
         start_from=Path(args.start_from) if args.start_from else None,
     )
     real_stdout = sys.stdout

@@ -27,6 +27,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
 from ..pipeline.progress import Progress
+from ..ts.training import TRAINERS
 from .dataset_check import DatasetSummary, check_dataset
 
 # The authors' fine-tuning (ClinicalDataScience/tucker-cnn, configs/finetune_baseline.yml)
@@ -62,6 +63,7 @@ class FinetuneOptions:
     progress: str = "bar"
     seed: int | None = None
     labels: str = "dataset"  # "original": the original network labels the images (distillation)
+    augmentation: str = "nnunet"  # nnU-Net's data augmentation, or "none" (nnUNetTrainerNoDA's)
     start_from: Path | None = None  # a compressed model folder (planned, pruned, fine-tuned)
 
 
@@ -178,6 +180,8 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
     model = open_model_folder(folder)
     if options.labels not in LABEL_SOURCES:
         raise TuckerSegmentError(f"--labels must be {' or '.join(LABEL_SOURCES)}")
+    if options.augmentation not in TRAINERS:
+        raise TuckerSegmentError(f"--augmentation must be {' or '.join(TRAINERS)}")
     summary = check_dataset(
         Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
     )
@@ -197,6 +201,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "fold": fold,
         "seed": options.seed,
         "labels": options.labels,
+        "augmentation": options.augmentation,
         **start,
     }
     work = work_folder(output)
@@ -316,7 +321,8 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
             "source_model": plan.model_folder.name,
             "model": options.model,
             "finetune": {
-                "trainer": "nnUNetTrainerTucker (nnU-Net's nnUNetTrainer)",
+                "trainer": f"{TRAINERS[options.augmentation]} (nnU-Net's nnUNetTrainer)",
+                "augmentation": options.augmentation,
                 "base_checkpoint_sha256": plan.settings["base_checkpoint_sha256"],
                 **(
                     {
@@ -435,7 +441,9 @@ def finetune(options: FinetuneOptions, progress: Progress | None = None) -> dict
     plan = plan_finetune(options)
     progress = progress or Progress(options.progress)
     workers = _augmentation_workers(options)
-    layout = TrainingLayout(plan.work, dataset_name_of(plan.model_folder))
+    layout = TrainingLayout(
+        plan.work, dataset_name_of(plan.model_folder), TRAINERS[options.augmentation]
+    )
     plan.work.mkdir(parents=True, exist_ok=True)
     (plan.work / "settings.json").write_text(json.dumps(plan.settings, indent=2))
     dataset = Path(options.dataset)

@@ -26,7 +26,9 @@ from typing import Any
 from ..errors import TuckerSegmentError
 from .environment import environment_variables
 
-TRAINER = "nnUNetTrainerTucker"
+# nnU-Net's data augmentation ("nnunet", its default pipeline without mirroring) or none (its own
+# nnUNetTrainerNoDA: the validation transforms only) -> the trainer class in ts/trainers/
+TRAINERS = {"nnunet": "nnUNetTrainerTucker", "none": "nnUNetTrainerTuckerNoDA"}
 PLANS_IDENTIFIER = "tuckersegmentPlans"
 CONFIGURATION = "3d_fullres"
 TRAINERS_FOLDER = Path(__file__).resolve().parent / "trainers"
@@ -38,6 +40,7 @@ class TrainingLayout:
 
     work: Path
     dataset_name: str
+    trainer: str = TRAINERS["nnunet"]
 
     @property
     def raw(self) -> Path:
@@ -56,7 +59,7 @@ class TrainingLayout:
         return int(self.dataset_name[len("Dataset") :].split("_")[0])
 
     def output_folder(self, fold: int | str) -> Path:
-        run = f"{TRAINER}__{PLANS_IDENTIFIER}__{CONFIGURATION}"
+        run = f"{self.trainer}__{PLANS_IDENTIFIER}__{CONFIGURATION}"
         return self.results / self.dataset_name / run / f"fold_{fold}"
 
 
@@ -182,7 +185,7 @@ def run_nnunet_training(
             layout.dataset_name,
             CONFIGURATION,
             fold,
-            trainer_class_name=TRAINER,
+            trainer_class_name=layout.trainer,
             plans_identifier=PLANS_IDENTIFIER,
             num_gpus=num_gpus,
             continue_training=resume,
