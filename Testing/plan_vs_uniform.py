@@ -1,10 +1,11 @@
 """A planned network against one DF for all layers at the same parameter count, on the test
 models: mean Dice with the original networks (over the model's structures present) on held-out
-phantoms, through TS's pipeline (`segment --plan` vs `segment --df`). Prints a table and writes
-a CSV.
+phantoms, through TS's pipeline (`segment --plan` vs `segment --df`), and the plan's predicted
+agreement (calibrated with `plan --calibrate` on other phantoms) beside the measured one. Prints a
+table and writes a CSV.
 
     .venv/bin/python Testing/plan_vs_uniform.py [--budgets 3mm=25,3mm=15,3mm=8,organs=15]
-        [--rank-floor 4] [-o plan-vs-uniform.csv]
+        [--rank-floor 4] [--calibration-seeds 901 902] [-o plan-vs-uniform.csv]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(HERE.parent / "TuckerSegment"))
 sys.path.insert(0, str(HERE))
 MODELS = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
 EVAL_SEEDS = (801, 802, 803)  # neither the test models' training seeds nor the fine-tuning ones
+CALIBRATION_SEEDS = (901, 902)  # the predicted agreement is calibrated on others than EVAL_SEEDS
 
 
 def _model_folder(model: str) -> Path:
@@ -68,10 +70,24 @@ def agreement(model: str, seed: int, tmp: Path, **run) -> float:
     return float(np.mean([s.dice for s in report.present() if s.name in ours]))
 
 
+def calibration_cts(model: str, seeds: list[int], tmp: Path) -> list[str]:
+    import nibabel as nib
+    from TuckerSegmentLib.demo.phantom import make_phantom
+
+    paths = []
+    for seed in seeds:
+        path = tmp / f"calibration-{model}-{seed}.nii.gz"
+        ct, _ = make_phantom(seed, spacing=3.0 if model == "3mm" else 1.5).to_nifti()
+        nib.save(ct, path)
+        paths.append(str(path))
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="3mm=25,3mm=15,3mm=8,organs=15")
     parser.add_argument("--rank-floor", type=int, default=4)
+    parser.add_argument("--calibration-seeds", type=int, nargs="*", default=CALIBRATION_SEEDS)
     parser.add_argument("-o", "--output", default="plan-vs-uniform.csv")
     args = parser.parse_args()
     rows = []
@@ -80,9 +96,14 @@ def main() -> int:
         os.environ["TUCKERSEGMENT_CACHE"] = str(tmp / "cache")
         from TuckerSegmentLib.cli.main import main as cli
 
+        calibrated = set()
         for item in args.budgets.split(","):
             model, percent = item.split("=")
             plan_path = tmp / f"plan-{model}-{percent}.json"
+            calibrate = []
+            if model not in calibrated and args.calibration_seeds:
+                calibrated.add(model)
+                calibrate = ["--calibrate", *calibration_cts(model, args.calibration_seeds, tmp)]
             code = cli(
                 [
                     "plan",
@@ -96,6 +117,7 @@ def main() -> int:
                     str(MODELS),
                     "-o",
                     str(plan_path),
+                    *calibrate,
                 ]
             )
             assert code == 0
@@ -123,6 +145,8 @@ def main() -> int:
                 "uniform_params_above": above_params,
                 "uniform_agreement_above": float(np.mean(over)),
                 "planned_explained_variance": plan["mean_explained_variance"],
+                "predicted_agreement": (plan["predicted_agreement"] or {}).get("mean_dice"),
+                "prediction_error": (plan["predicted_agreement"] or {}).get("error"),
             }
             best_uniform = max(row["uniform_agreement_below"], row["uniform_agreement_above"])
             row["gain"] = row["planned_agreement"] - best_uniform
@@ -131,7 +155,12 @@ def main() -> int:
                 f"{model} {percent}%: plan {row['planned_params']:,} params → Dice "
                 f"{row['planned_agreement']:.3f}; uniform DF {below:g} ({below_params:,}) → "
                 f"{row['uniform_agreement_below']:.3f}, DF {above:g} ({above_params:,}) → "
-                f"{row['uniform_agreement_above']:.3f}; gain over the better {row['gain']:+.3f}",
+                f"{row['uniform_agreement_above']:.3f}; gain over the better {row['gain']:+.3f}"
+                + (
+                    f"; predicted {row['predicted_agreement']:.3f} ± {row['prediction_error']:.3f}"
+                    if row["predicted_agreement"] is not None
+                    else ""
+                ),
                 flush=True,
             )
     with open(args.output, "w", newline="") as handle:

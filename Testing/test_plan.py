@@ -269,3 +269,141 @@ def test_a_model_folder_of_another_configuration_is_read_as_that_one(tmp_path):
     (target / "plans.json").write_text(json.dumps(plans))
     assert open_model_folder(target).spec.patch_size == [32, 32, 32]
     assert open_model_folder(FOLDER_3MM).spec.patch_size != [32, 32, 32]
+
+
+def _point(dice: float, **signals: float):
+    from TuckerSegmentLib.engine.agreement_prediction import CalibrationPoint
+
+    return CalibrationPoint("tucker", 0.5, 1000, dice, signals)
+
+
+def test_the_prediction_uses_the_signal_that_predicts_points_left_out_best():
+    from TuckerSegmentLib.engine.agreement_prediction import calibrate, predict
+
+    # agreement follows neg_error_sum exactly; the mean energy is scrambled; the minimum flat
+    points = [
+        _point(d, neg_error_sum=e, mean_explained_variance=m, min_explained_variance=0.5)
+        for d, e, m in ((0.2, -4.0, 0.9), (0.5, -3.0, 0.6), (0.7, -2.0, 0.95), (0.9, -1.0, 0.7))
+    ]
+    calibration = calibrate("3mm", "0" * 64, 8, ["a.nii.gz"], points)
+    assert calibration.chosen_signal == "neg_error_sum"
+    assert calibration.errors["neg_error_sum"] < calibration.errors["mean_explained_variance"]
+    inside = predict(calibration, {"neg_error_sum": -2.5})
+    assert inside.mean_dice == pytest.approx(0.6) and inside.inside_measured_range
+    beyond = predict(calibration, {"neg_error_sum": -6.0})
+    assert beyond.mean_dice == pytest.approx(0.2) and not beyond.inside_measured_range
+    # a non-monotone measurement is fitted monotone (pooled), never predicting a rise backwards
+    bumpy = calibrate(
+        "3mm",
+        "0" * 64,
+        8,
+        ["a"],
+        [
+            _point(d, neg_error_sum=e, mean_explained_variance=e, min_explained_variance=e)
+            for d, e in ((0.3, -3.0), (0.6, -2.0), (0.5, -1.5), (0.9, -1.0))
+        ],
+    )
+    from TuckerSegmentLib.engine.agreement_prediction import SIGNALS
+
+    assert predict(bumpy, dict.fromkeys(SIGNALS, -1.75)).mean_dice == pytest.approx(0.55)
+    with pytest.raises(TuckerSegmentError, match="at least three"):
+        calibrate("3mm", "0" * 64, 8, ["a"], points[:2])
+
+
+def test_a_calibration_is_found_for_its_own_checkpoint_only(isolated_home, tmp_path, monkeypatch):
+    from TuckerSegmentLib.engine.agreement_prediction import calibrate
+    from TuckerSegmentLib.storage.calibration_file import (
+        SHIPPED_NAME,
+        cached_calibration_path,
+        find_calibration,
+        save_calibration,
+    )
+
+    monkeypatch.setenv("TUCKERSEGMENT_CACHE", isolated_home["TUCKERSEGMENT_CACHE"])
+    points = [
+        _point(
+            0.1 * k,
+            neg_error_sum=-k,
+            mean_explained_variance=0.1 * k,
+            min_explained_variance=0.1 * k,
+        )
+        for k in (1, 2, 3)
+    ]
+    mine = calibrate("3mm", "a" * 64, 8, ["ct.nii.gz"], points)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert find_calibration("a" * 64, folder) is None
+    save_calibration(mine, folder / SHIPPED_NAME)  # shipped beside the model folder
+    assert find_calibration("a" * 64, folder) == mine
+    assert find_calibration("b" * 64, folder) is None  # other weights
+    cached = save_calibration(calibrate("3mm", "a" * 64, 4, ["other.nii.gz"], points))
+    assert cached == cached_calibration_path("a" * 64)
+    assert find_calibration("a" * 64, folder).images == ["other.nii.gz"]  # the user's own first
+    cached.write_text("{damaged")
+    assert find_calibration("a" * 64, folder) == mine
+
+
+def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, phantom_files):
+    """`--calibrate CT` measures one-DF and planned models beside the original through TS's
+    pipeline, keeps the calibration in the cache; the plan carries a prediction with its error,
+    `--verify CT` the measured mean Dice; a later plan predicts without segmenting."""
+    ct = str(phantom_files[0])
+    common = ["--model", "3mm", "--weights-dir", str(MODELS)]
+    plan_path = tmp_path / "plan.json"
+    made = run_cli(
+        "plan",
+        *common,
+        "--max-params",
+        "20%",
+        "--calibrate",
+        ct,
+        "--calibrate-removed",
+        "0.5",
+        "0.8",
+        "--verify",
+        ct,
+        "-o",
+        str(plan_path),
+        env=isolated_home,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "calibrated on 1 image(s), 4 points" in made.stdout
+    assert "predicted mean Dice with the original:" in made.stdout
+    assert "measured on ct.nii.gz:" in made.stdout
+    plan = json.loads(plan_path.read_text())
+    predicted, measured = plan["predicted_agreement"], plan["measured_agreement"]
+    assert 0 <= predicted["mean_dice"] <= 1 and 0 <= measured <= 1
+    assert predicted["signal"] in plan["signals"]
+    calibration = json.loads(
+        next(
+            (Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "agreement-calibration").iterdir()
+        ).read_text()
+    )
+    assert {(p["method"], p["removed"]) for p in calibration["points"]} == {
+        ("tucker", 0.5),
+        ("tucker", 0.8),
+        ("plan", 0.5),
+        ("plan", 0.8),
+    }
+    # at the same parameter share the plan keeps more energy and agrees at least as well
+    by = {(p["method"], p["removed"]): p for p in calibration["points"]}
+    for share in (0.5, 0.8):
+        assert (
+            by["plan", share]["signals"]["mean_explained_variance"]
+            > (by["tucker", share]["signals"]["mean_explained_variance"])
+        )
+    again = run_cli("plan", *common, "--max-params", "30%", "--json", env=isolated_home)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["predicted_agreement"]["error"] == pytest.approx(
+        calibration["leave_one_out_error"]
+    )
+    missing = run_cli(
+        "plan",
+        *common,
+        "--max-params",
+        "30%",
+        "--verify",
+        str(tmp_path / "no.nii.gz"),
+        env=isolated_home,
+    )
+    assert missing.returncode == 1 and "input not found" in missing.stderr

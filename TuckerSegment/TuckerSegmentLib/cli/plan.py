@@ -1,6 +1,6 @@
 """`tucker-segment plan`: per-layer ranks for a parameter or GFLOP budget, without training.
 
-tucker-segment plan --model 3mm --max-params 15% -o plan.json
+tucker-segment plan --model 3mm --max-params 15% -o plan.json [--calibrate CT …] [--verify CT]
 tucker-segment segment -i ct.nii.gz -o ct.seg.nrrd --fast --plan plan.json
 """
 
@@ -55,8 +55,28 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="for --max-latency-ms: cpu, cuda, cuda:N")
     p.add_argument(
         "--verify",
-        action="store_true",
-        help="with --max-latency-ms: also time the planned network and print both",
+        nargs="?",
+        const="",
+        metavar="CT",
+        help="measure the plan: with a CT, segment it with the plan beside the original and "
+        "print the mean Dice next to the predicted one; with --max-latency-ms, also time the "
+        "planned network",
+    )
+    p.add_argument(
+        "--calibrate",
+        nargs="+",
+        metavar="CT",
+        help="first measure how agreement follows the ranks on these CTs (one-DF and planned "
+        "models of several sizes beside the original; once per checkpoint, kept in the cache); "
+        "plans then come with a predicted agreement",
+    )
+    p.add_argument(
+        "--calibrate-removed",
+        nargs="+",
+        type=float,
+        metavar="SHARE",
+        help="with --calibrate: the shares of parameters removed to measure (default: "
+        "0.5 0.7 0.8 0.85 0.9 0.92)",
     )
     p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
@@ -90,6 +110,13 @@ def run_plan(args: argparse.Namespace) -> int:
     if output is not None and not output.parent.is_dir():
         raise TuckerSegmentError(f"folder for {output} does not exist")
     weights = Path(args.weights_dir) if args.weights_dir else None
+    for image in [*(args.calibrate or []), *([args.verify] if args.verify else [])]:
+        if not Path(image).exists():
+            raise TuckerSegmentError(f"input not found: {image}")
+    if (args.calibrate or args.verify) and args.model not in _curve_models():
+        raise TuckerSegmentError(
+            f"--calibrate/--verify CT: segmenting is for {', '.join(_curve_models())}"
+        )
     folder = open_model_folder(model_folder(args.model, weights))
     network = folder.load_network("cpu")
     spec = folder.spec
@@ -103,9 +130,13 @@ def run_plan(args: argparse.Namespace) -> int:
         total = original.params if kind == "params" else original.gflops
         value = budget_value(args.max_params or args.max_gflops, total)
     plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
+    if args.calibrate:
+        _calibrate(args, weights, rank_floor)
+    prediction = _prediction(folder, plan)
     extra = {
         "rank_floor": rank_floor,
         "budget_given": args.max_params or args.max_gflops or f"{args.max_latency_ms:g} ms",
+        "predicted_agreement": prediction.to_json() if prediction else None,
     }
     if line is not None:
         extra["latency"] = {
@@ -114,9 +145,11 @@ def run_plan(args: argparse.Namespace) -> int:
             "predicted_ms": line.milliseconds(plan.gflops),
             "line": {"fixed_ms": line.fixed_ms, "ms_per_gflop": line.ms_per_gflop},
         }
-        if args.verify:
+        if args.verify is not None:
             extra["latency"]["measured_ms"] = _measured_ms(network, folder, plan, args.device)
     data = plan_json(plan, args.model, folder.checkpoint_sha256(), extra)
+    if args.verify:
+        data["measured_agreement"] = _measured_agreement(data, args, weights)
     if output is not None:
         partial = output.with_name(f".{output.name}.part")
         partial.write_text(json.dumps(data, indent=2) + "\n")
@@ -133,6 +166,21 @@ def run_plan(args: argparse.Namespace) -> int:
         + (f"; written to {output}" if output else ""),
         file=sys.stdout,
     )
+    measured = data.get("measured_agreement")
+    if prediction is not None:
+        print(
+            f"predicted mean Dice with the original: {prediction.mean_dice:.3f} "
+            f"± {prediction.error:.3f} (calibration's leave-one-out error; "
+            f"{prediction.signal.replace('_', ' ')})"
+            + ("" if prediction.inside_measured_range else " — outside the calibrated range")
+            + (f"; measured on {Path(args.verify).name}: {measured:.3f}" if measured else "")
+        )
+    else:
+        print(
+            "no agreement calibration for this checkpoint: add --calibrate CT [CT …] (once) for "
+            "a predicted agreement"
+            + (f"; measured on {Path(args.verify).name}: {measured:.3f}" if measured else "")
+        )
     if line is not None:
         latency = data["latency"]
         measured = latency.get("measured_ms")
@@ -142,6 +190,65 @@ def run_plan(args: argparse.Namespace) -> int:
             + (f", {measured:.0f} ms measured" if measured is not None else "")
         )
     return 0
+
+
+def _curve_models() -> list[str]:
+    from ..ts.weights import total_models
+
+    return [m.name for m in [*total_models(True), *total_models(False)]]
+
+
+def _calibrate(args: argparse.Namespace, weights: Path | None, rank_floor: int) -> None:
+    import tempfile
+
+    from ..pipeline.agreement_calibration import DEFAULT_REMOVED, measure_calibration
+    from ..storage.calibration_file import save_calibration
+
+    with tempfile.TemporaryDirectory(prefix="tuckersegment-calibrate-") as work:
+        calibration = measure_calibration(
+            [Path(i) for i in args.calibrate],
+            args.model,
+            Path(work),
+            weights,
+            rank_floor,
+            tuple(args.calibrate_removed or DEFAULT_REMOVED),
+            args.device,
+        )
+    where = save_calibration(calibration)
+    print(
+        f"calibrated on {len(calibration.images)} image(s), {len(calibration.points)} points: "
+        f"{calibration.chosen_signal.replace('_', ' ')} predicts the points left out within "
+        f"{calibration.leave_one_out_error:.3f} mean Dice; saved to {where}"
+    )
+
+
+def _prediction(folder, plan):  # noqa: ANN001, ANN202
+    from ..engine.agreement_prediction import predict
+    from ..storage.calibration_file import find_calibration
+
+    calibration = find_calibration(folder.checkpoint_sha256(), folder.path)
+    return predict(calibration, plan.signals) if calibration is not None else None
+
+
+def _measured_agreement(plan: dict, args: argparse.Namespace, weights: Path | None) -> float:
+    """Mean Dice with the original over the model's structures present on the --verify CT."""
+    import tempfile
+
+    from ..pipeline.curves import model_agreement
+    from ..storage.plan_file import planned_model
+
+    with tempfile.TemporaryDirectory(prefix="tuckersegment-verify-") as work:
+        path = Path(work) / "plan.json"
+        path.write_text(json.dumps(plan))
+        model = planned_model(path, model_folder(args.model, weights))
+        _, dice, _ = model_agreement(
+            Path(args.verify), args.model, model, Path(work) / "seg.nii.gz", weights, args.device
+        )
+    if dice is None:
+        raise TuckerSegmentError(
+            f"the original {args.model} model finds none of its structures in {args.verify}"
+        )
+    return dice
 
 
 def _latency_line(network, folder, device: str):  # noqa: ANN001, ANN202

@@ -12,12 +12,13 @@ The result is a list of `LayerRanks` that `compress_layers` applies like any man
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import TuckerSegmentError
+from .agreement_prediction import rank_signals
 from .compress import LayerRanks, _conv_layers
 from .factorize import _leading_left_vectors
 from .ranks import DEFAULT_RANK_FLOOR, tucker_ranks
@@ -213,12 +214,17 @@ class Plan:
     mean_explained_variance: float
     uniform_df: float  # one DF for all layers at the same spend on the factorized layers
     uniform_mean_explained_variance: float
+    signals: dict[str, float] = field(default_factory=dict)  # for the predicted agreement
 
 
 def _cost(spectrum: LayerSpectrum, kind: str, rank_in: int, rank_out: int) -> float:
     if kind == "params":
         return float(spectrum.params(rank_in, rank_out))
     return spectrum.flops(rank_in, rank_out) / 1e9
+
+
+def _gain(spectrum: LayerSpectrum, old: tuple[int, int], new: tuple[int, int]) -> float:
+    return spectrum.explained_variance(*new) - spectrum.explained_variance(*old)
 
 
 def _steps(channels: int, rank_floor: int) -> list[int]:
@@ -265,7 +271,7 @@ def plan_ranks(
                 extra = _cost(s, budget_kind, *new) - _cost(s, budget_kind, *ranks[i])
                 if cost + extra > budget:
                     continue
-                gain = s.explained_variance(*new) - s.explained_variance(*ranks[i])
+                gain = _gain(s, ranks[i], new)
                 value = gain / max(extra, 1e-12)
                 if best is None or value > best[0]:
                     best = (value, i, pos, new, extra)
@@ -317,6 +323,7 @@ def plan_network(
     variances = [s.explained_variance(*r) for s, r in zip(spectra, ranks, strict=True)]
     spent = sum(_cost(s, budget_kind, *r) for s, r in zip(spectra, ranks, strict=True))
     uniform_df, uniform_variance = uniform_equivalent(spectra, budget_kind, spent, rank_floor)
+    signals = rank_signals(spectra, {s.name: r for s, r in zip(spectra, ranks, strict=True)})
     return Plan(
         layers,
         budget_kind,
@@ -328,4 +335,5 @@ def plan_network(
         sum(variances) / max(1, len(variances)),
         uniform_df,
         uniform_variance,
+        signals,
     )

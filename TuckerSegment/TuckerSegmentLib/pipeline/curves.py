@@ -70,12 +70,11 @@ def compression_curves(
     weights_dir: Path | None = None,
     rank_floor: int = 8,
     device: str = "cpu",
+    made_models: dict[tuple[str, float], Path] | None = None,
 ) -> list[CurvePoint]:
-    from ..ts.model_folder import open_model_folder
-    from ..ts.weights import total_models
-    from ..ts.weights import weights_dir as default_weights
+    """Every (method, share) point on every image; ``made_models``, when given, receives the
+    model folder of each (method, share)."""
     from . import warm_cache
-    from .segment import SegmentOptions, segment
 
     if not methods:
         raise TuckerSegmentError(f"--methods: one or more of {', '.join(METHODS)}")
@@ -87,40 +86,21 @@ def compression_curves(
     for image in images:
         if not Path(image).exists():
             raise TuckerSegmentError(f"input not found: {image}")
-    fast = model == "3mm"
-    models = {m.name: m for m in [*total_models(True), *total_models(False)]}
-    if model not in models:
-        raise TuckerSegmentError(f"--model: one of {', '.join(models)}")
-    folder = models[model].folder(Path(weights_dir) if weights_dir else default_weights())
-    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
-        raise TuckerSegmentError(f"the {model} model's TS weights are not installed ({folder})")
-    experts = [m.name for m in total_models(False)]
+    folder = curve_model_folder(model, weights_dir)
     made = {
         (m, r): make_model(m, r, model, folder, work, rank_floor) for m in methods for r in removed
     }
-    labels = set(open_model_folder(folder).spec.labels)  # the other experts run unchanged
+    if made_models is not None:
+        made_models.update(made)
     points = []
     warm_cache.keep_between_runs(True)  # the original's run, once per image
     try:
         for image in images:
             for (method, share), path in made.items():
                 out = work / f"seg-{method}-{share:g}.nii.gz"
-                others = {} if fast else {e: 1.0 for e in experts if e != model}
-                result = segment(
-                    SegmentOptions(
-                        Path(image),
-                        out,
-                        fast=fast,
-                        expert_df=others,
-                        compressed_models=[path],
-                        compare=True,
-                        device=device,
-                        precision="fp32",
-                        weights_dir=Path(weights_dir) if weights_dir else None,
-                    )
+                info, dice, nsd = model_agreement(
+                    Path(image), model, path, out, weights_dir, device
                 )
-                info = result["models"][model]
-                dice, nsd = _model_agreement(Path(result["comparison"]["report"]), labels)
                 points.append(
                     CurvePoint(
                         method,
@@ -135,6 +115,57 @@ def compression_curves(
     finally:
         warm_cache.keep_between_runs(False)
     return points
+
+
+def curve_model_folder(model: str, weights_dir: Path | None = None) -> Path:
+    """The installed folder of the fast 3 mm model or an expert; one line otherwise."""
+    from ..ts.weights import total_models
+    from ..ts.weights import weights_dir as default_weights
+
+    models = {m.name: m for m in [*total_models(True), *total_models(False)]}
+    if model not in models:
+        raise TuckerSegmentError(f"--model: one of {', '.join(models)}")
+    folder = models[model].folder(Path(weights_dir) if weights_dir else default_weights())
+    if not (folder / "fold_0" / "checkpoint_final.pth").is_file():
+        raise TuckerSegmentError(f"the {model} model's TS weights are not installed ({folder})")
+    return folder
+
+
+def model_agreement(
+    image: Path,
+    model: str,
+    compressed_model: Path,
+    out: Path,
+    weights_dir: Path | None = None,
+    device: str = "cpu",
+) -> tuple[dict, float | None, float | None]:
+    """Segment ``image`` through TS's pipeline with ``compressed_model`` in place of ``model``
+    (the other experts unchanged) beside the original: the run's model record and the mean
+    Dice and NSD with the original over the model's own structures present."""
+    from ..ts.model_folder import open_model_folder
+    from ..ts.weights import total_models
+    from .segment import SegmentOptions, segment
+
+    fast = model == "3mm"
+    others = {} if fast else {m.name: 1.0 for m in total_models(False) if m.name != model}
+    result = segment(
+        SegmentOptions(
+            Path(image),
+            out,
+            fast=fast,
+            expert_df=others,
+            compressed_models=[compressed_model],
+            compare=True,
+            device=device,
+            precision="fp32",
+            weights_dir=Path(weights_dir) if weights_dir else None,
+        )
+    )
+    labels = set(
+        open_model_folder(curve_model_folder(model, weights_dir)).spec.labels
+    )  # the other experts run unchanged
+    dice, nsd = _model_agreement(Path(result["comparison"]["report"]), labels)
+    return result["models"][model], dice, nsd
 
 
 def _model_agreement(report: Path, labels: set[str]) -> tuple[float | None, float | None]:

@@ -35,6 +35,7 @@ def plan_json(plan: Plan, model: str, checkpoint_sha256: str, extra: dict[str, A
             "df": plan.uniform_df,
             "mean_explained_variance": plan.uniform_mean_explained_variance,
         },
+        "signals": plan.signals,
         "layers": [layer.to_json() for layer in plan.layers],
         **extra,
     }
