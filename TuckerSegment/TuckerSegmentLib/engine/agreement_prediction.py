@@ -94,15 +94,15 @@ def _monotone_fit(xs: list[float], ys: list[float]) -> list[tuple[float, float]]
     return [(b[2] / b[1], b[0] / b[1]) for b in blocks]
 
 
-def _interpolate(knots: list[tuple[float, float]], x: float) -> tuple[float, bool]:
-    """The fit at ``x``, and whether ``x`` lies inside the measured range."""
+def _interpolate(knots: list[tuple[float, float]], x: float) -> float:
+    """The fit at ``x`` (flat beyond the end knots)."""
     if x <= knots[0][0]:
-        return knots[0][1], x >= knots[0][0]
+        return knots[0][1]
     if x >= knots[-1][0]:
-        return knots[-1][1], x <= knots[-1][0]
+        return knots[-1][1]
     for (x0, y0), (x1, y1) in zip(knots, knots[1:], strict=False):
         if x0 <= x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0), True
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     raise AssertionError("unreachable")
 
 
@@ -111,7 +111,7 @@ def _leave_one_out(points: list[CalibrationPoint], signal: str) -> float:
     for i, point in enumerate(points):
         rest = points[:i] + points[i + 1 :]
         knots = _monotone_fit([p.signals[signal] for p in rest], [p.mean_dice for p in rest])
-        errors.append(abs(_interpolate(knots, point.signals[signal])[0] - point.mean_dice))
+        errors.append(abs(_interpolate(knots, point.signals[signal]) - point.mean_dice))
     return sum(errors) / len(errors)
 
 
@@ -152,9 +152,9 @@ class Prediction:
 
 def predict(calibration: Calibration, signals: dict[str, float]) -> Prediction:
     signal = calibration.chosen_signal
-    knots = _monotone_fit(
-        [p.signals[signal] for p in calibration.points],
-        [p.mean_dice for p in calibration.points],
+    xs = [p.signals[signal] for p in calibration.points]
+    knots = _monotone_fit(xs, [p.mean_dice for p in calibration.points])
+    x = signals[signal]
+    return Prediction(
+        _interpolate(knots, x), calibration.leave_one_out_error, signal, min(xs) <= x <= max(xs)
     )
-    value, inside = _interpolate(knots, signals[signal])
-    return Prediction(value, calibration.leave_one_out_error, signal, inside)
