@@ -119,3 +119,35 @@ def test_explained_variance_equals_the_reconstruction_error(method):
     residual = float((weight - factors.reconstruct()).pow(2).sum())
     expected = 1.0 - residual / float(weight.pow(2).sum())
     assert explained_variance(weight, factors) == pytest.approx(expected, rel=1e-9)
+
+
+def test_remembered_bases_give_the_same_factors_without_a_second_eigendecomposition(
+    monkeypatch,
+):
+    """The warm worker keeps HOSVD's bases (they don't depend on the ranks): a second DF of
+    the same weight slices them — the factors equal a cold decomposition bit for bit — and
+    other weights get their own."""
+    from TuckerSegmentLib.engine import factorize as module
+
+    torch.manual_seed(3)
+    weight = torch.randn(48, 32, 3, 3, 3)
+    other = torch.randn(48, 32, 3, 3, 3)
+    cold = {r: factorize(weight, r, "hosvd") for r in ((12, 8), (30, 20))}
+    calls = []
+    real = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: calls.append(1) or real(m))
+    module.remember_bases()
+    try:
+        warm = {r: factorize(weight, r, "hosvd") for r in ((30, 20), (12, 8))}
+        assert len(calls) == 2  # one basis per channel mode, for both rank pairs
+        for r in cold:
+            for name in ("core", "u0", "u1"):
+                assert torch.equal(getattr(warm[r], name), getattr(cold[r], name)), (r, name)
+        factorize(other, (12, 8), "hosvd")
+        assert len(calls) == 4
+        warm[(30, 20)].u0.mul_(0)  # a caller's factors are never a view of a kept basis
+        assert torch.equal(factorize(weight, (30, 20), "hosvd").u0, cold[(30, 20)].u0)
+    finally:
+        module.remember_bases(False)
+    factorize(weight, (12, 8), "hosvd")
+    assert len(calls) == 6  # off: nothing kept

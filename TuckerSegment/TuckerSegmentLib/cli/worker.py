@@ -124,12 +124,14 @@ def accept_owner(address: str, key: bytes) -> Connection:
 
 def serve_owner(address: str, key: bytes) -> int:
     """Serve CLI runs for one owner until it disconnects; returns the exit code."""
+    from ..engine.factorize import remember_bases
     from ..pipeline.warm_cache import keep_between_runs, keep_models
 
     _end_with_parent()
     connection = accept_owner(address, key)
     keep_between_runs()
     keep_models()
+    remember_bases()  # another DF of the same weights slices the bases it has
     with connection:
         while True:
             try:

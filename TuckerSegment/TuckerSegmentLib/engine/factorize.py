@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +35,55 @@ def _unfold(weight: torch.Tensor, mode: int) -> torch.Tensor:
     return weight.movedim(mode, 0).reshape(weight.shape[mode], -1)
 
 
-def _leading_left_vectors(matrix: torch.Tensor, rank: int) -> torch.Tensor:
-    """First ``rank`` left singular vectors of ``matrix`` (C × N), as eigenvectors of its
+def _ordered_left_vectors(matrix: torch.Tensor) -> torch.Tensor:
+    """All left singular vectors of ``matrix`` (C × N), strongest first, as eigenvectors of its
     C × C Gram matrix: ~10× faster than an SVD for conv unfoldings (N = C_other · k³), and
-    a full orthonormal basis even when ``rank`` exceeds N (a conv with one input channel)."""
+    a full orthonormal basis even when C exceeds N (a conv with one input channel)."""
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix @ matrix.T)
-    order = torch.argsort(eigenvalues, descending=True)[:rank]
-    return eigenvectors[:, order]
+    return eigenvectors[:, torch.argsort(eigenvalues, descending=True)]
+
+
+def _leading_left_vectors(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+    """First ``rank`` left singular vectors of ``matrix`` (C × N)."""
+    return _ordered_left_vectors(matrix)[:, :rank]
+
+
+# HOSVD's bases do not depend on the ranks: a process that decomposes the same weights at
+# another DF (the panel's warm worker, on the second click) slices the bases it already has.
+# Off by default; keyed by the weight's content, so other weights never meet a stale basis, and
+# cold and warm runs slice the same matrices (identical factors, identical labels).
+MAX_REMEMBERED_BASES = 512  # five full-mode experts have ~110 factorized convs
+_bases: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def remember_bases(enabled: bool = True) -> None:
+    """Keep each weight's two HOSVD bases for later decompositions (on), or drop them (off)."""
+    global _bases
+    _bases = OrderedDict() if enabled else None
+
+
+def _bases_of(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if _bases is None:
+        return _ordered_left_vectors(_unfold(weight, 0)), _ordered_left_vectors(_unfold(weight, 1))
+    data = weight.detach().contiguous().cpu()
+    key = hashlib.blake2b(
+        data.view(torch.uint8).numpy().tobytes() + repr((data.shape, data.dtype)).encode(),
+        digest_size=20,
+    ).hexdigest()
+    if key not in _bases:
+        _bases[key] = (
+            _ordered_left_vectors(_unfold(weight, 0)),
+            _ordered_left_vectors(_unfold(weight, 1)),
+        )
+        while len(_bases) > MAX_REMEMBERED_BASES:
+            _bases.popitem(last=False)
+    _bases.move_to_end(key)
+    return _bases[key]
 
 
 def _hosvd(weight: torch.Tensor, ranks: tuple[int, int]) -> TuckerFactors:
-    u0 = _leading_left_vectors(_unfold(weight, 0), ranks[0])
-    u1 = _leading_left_vectors(_unfold(weight, 1), ranks[1])
+    b0, b1 = _bases_of(weight)
+    u0, u1 = b0[:, : ranks[0]].clone(), b1[:, : ranks[1]].clone()  # never a view of a kept basis
     core = torch.einsum("ij...,ia,jb->ab...", weight, u0, u1)
     return TuckerFactors(core, u0, u1)
 
