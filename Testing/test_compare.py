@@ -80,3 +80,27 @@ def test_surface_dice_tolerance():
     b[14:34, 10:30, 10:30] = True  # 4 mm shift with 1 mm voxels
     assert surface_dice(a, b, (1.0, 1.0, 1.0), 5.0) == 1.0
     assert surface_dice(a, b, (1.0, 1.0, 1.0), 1.0) < 0.9
+
+
+@pytest.mark.parametrize(
+    "spacing, tolerance",
+    [
+        ((3.0, 3.0, 3.0), 3.0),
+        ((1.5, 1.5, 1.5), 3.0),
+        ((0.8, 0.8, 1.5), 2.0),
+        ((1.0, 2.0, 0.7), 2.5),
+    ],
+)
+def test_the_dilated_surface_counts_exactly_what_the_distance_transform_counts(
+    spacing, tolerance, monkeypatch
+):
+    from scipy import ndimage
+    from TuckerSegmentLib.pipeline import agreement
+
+    rng = np.random.default_rng(7)
+    a = ndimage.binary_opening(rng.random((30, 26, 22)) < 0.55, iterations=1)
+    b = a.copy()
+    b[rng.random(a.shape) < 0.15] ^= True
+    fast = surface_dice(a, b, spacing, tolerance)
+    monkeypatch.setattr(agreement, "MAX_BALL_OFFSETS", 0)  # the distance transform only
+    assert surface_dice(a, b, spacing, tolerance) == fast
