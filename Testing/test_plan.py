@@ -310,7 +310,7 @@ def test_the_prediction_uses_the_signal_that_predicts_points_left_out_best():
         calibrate("3mm", "0" * 64, 8, ["a"], points[:2])
 
 
-def test_a_calibration_is_found_for_its_own_checkpoint_only(isolated_home, tmp_path, monkeypatch):
+def test_a_calibration_is_found_for_its_own_checkpoint_only(tmp_path, monkeypatch):
     from TuckerSegmentLib.engine.agreement_prediction import calibrate
     from TuckerSegmentLib.storage.calibration_file import (
         SHIPPED_NAME,
@@ -319,7 +319,7 @@ def test_a_calibration_is_found_for_its_own_checkpoint_only(isolated_home, tmp_p
         save_calibration,
     )
 
-    monkeypatch.setenv("TUCKERSEGMENT_CACHE", isolated_home["TUCKERSEGMENT_CACHE"])
+    monkeypatch.setenv("TUCKERSEGMENT_CACHE", str(tmp_path / "cache"))
     points = [
         _point(
             0.1 * k,
@@ -374,11 +374,8 @@ def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, 
     predicted, measured = plan["predicted_agreement"], plan["measured_agreement"]
     assert 0 <= predicted["mean_dice"] <= 1 and 0 <= measured <= 1
     assert predicted["signal"] in plan["signals"]
-    calibration = json.loads(
-        next(
-            (Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "agreement-calibration").iterdir()
-        ).read_text()
-    )
+    kept = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "agreement-calibration"
+    calibration = json.loads((kept / f"{plan['source_checkpoint_sha256']}.json").read_text())
     assert {(p["method"], p["removed"]) for p in calibration["points"]} == {
         ("tucker", 0.5),
         ("tucker", 0.8),
@@ -407,3 +404,15 @@ def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, 
         env=isolated_home,
     )
     assert missing.returncode == 1 and "input not found" in missing.stderr
+    shares = run_cli(
+        "plan",
+        *common,
+        "--max-params",
+        "30%",
+        "--calibrate",
+        ct,
+        "--calibrate-removed",
+        "1.5",
+        env=isolated_home,
+    )
+    assert shares.returncode == 1 and "--calibrate-removed: shares between 0 and 1" in shares.stderr

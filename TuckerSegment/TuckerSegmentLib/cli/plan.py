@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..engine.agreement_prediction import SIGNAL_NAMES
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
 
@@ -113,6 +114,8 @@ def run_plan(args: argparse.Namespace) -> int:
     for image in [*(args.calibrate or []), *([args.verify] if args.verify else [])]:
         if not Path(image).exists():
             raise TuckerSegmentError(f"input not found: {image}")
+    if args.calibrate_removed and not all(0 < r < 1 for r in args.calibrate_removed):
+        raise TuckerSegmentError("--calibrate-removed: shares between 0 and 1, e.g. 0.5 0.8 0.9")
     if (args.calibrate or args.verify) and args.model not in _curve_models():
         raise TuckerSegmentError(
             f"--calibrate/--verify CT: segmenting is for {', '.join(_curve_models())}"
@@ -171,15 +174,23 @@ def run_plan(args: argparse.Namespace) -> int:
         print(
             f"predicted mean Dice with the original: {prediction.mean_dice:.3f} "
             f"± {prediction.error:.3f} (calibration's leave-one-out error; "
-            f"{prediction.signal.replace('_', ' ')})"
+            f"read off {SIGNAL_NAMES[prediction.signal]})"
             + ("" if prediction.inside_measured_range else " — outside the calibrated range")
-            + (f"; measured on {Path(args.verify).name}: {measured:.3f}" if measured else "")
+            + (
+                f"; measured on {Path(args.verify).name}: {measured:.3f}"
+                if measured is not None
+                else ""
+            )
         )
     else:
         print(
             "no agreement calibration for this checkpoint: add --calibrate CT [CT …] (once) for "
             "a predicted agreement"
-            + (f"; measured on {Path(args.verify).name}: {measured:.3f}" if measured else "")
+            + (
+                f"; measured on {Path(args.verify).name}: {measured:.3f}"
+                if measured is not None
+                else ""
+            )
         )
     if line is not None:
         latency = data["latency"]
@@ -217,7 +228,7 @@ def _calibrate(args: argparse.Namespace, weights: Path | None, rank_floor: int) 
     where = save_calibration(calibration)
     print(
         f"calibrated on {len(calibration.images)} image(s), {len(calibration.points)} points: "
-        f"{calibration.chosen_signal.replace('_', ' ')} predicts the points left out within "
+        f"{SIGNAL_NAMES[calibration.chosen_signal]} predicts the points left out within "
         f"{calibration.leave_one_out_error:.3f} mean Dice; saved to {where}"
     )
 

@@ -25,6 +25,11 @@ FORMAT = "tuckersegment-agreement-calibration"
 FORMAT_VERSION = 1
 # higher is better for every signal (error_sum enters negated), so one fit serves all
 SIGNALS = ("neg_error_sum", "mean_explained_variance", "min_explained_variance")
+SIGNAL_NAMES = {
+    "neg_error_sum": "the layers' summed relative errors",
+    "mean_explained_variance": "the layers' mean kept energy",
+    "min_explained_variance": "the smallest kept energy of a layer",
+}
 
 
 def rank_signals(spectra: list[LayerSpectrum], ranks: dict[str, tuple[int, int]]) -> dict:
