@@ -167,6 +167,7 @@ def main() -> int:
         help="train on the phantoms' truth, or on the original network's output (distillation)",
     )
     parser.add_argument("--augmentation", choices=("nnunet", "none"), default="nnunet")
+    parser.add_argument("--foreground-oversampling", type=float)
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
@@ -211,6 +212,7 @@ def main() -> int:
                     seed=0,
                     labels=args.labels,
                     augmentation=args.augmentation,
+                    foreground_oversampling=args.foreground_oversampling,
                 )
             )
             seconds = time.perf_counter() - start

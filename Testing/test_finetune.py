@@ -292,14 +292,15 @@ def test_the_original_network_labels_cases_like_it_segments(tiny_dataset, tmp_pa
 
 def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path, isolated_home):
     """--labels original: a dataset without labelsTr is labelled by the original network, then
-    fine-tuned on as usual (here with --augmentation none: nnU-Net's NoDA trainer mixed in);
+    fine-tuned on as usual (here with --augmentation none: nnU-Net's NoDA trainer mixed in, and
+    every patch centred on a structure);
     the provenance says where the labels came from and which trainer ran."""
     images_only = tmp_path / "images-only"
     shutil.copytree(tiny_dataset / "imagesTr", images_only / "imagesTr")
     shutil.copy(tiny_dataset / "dataset.json", images_only / "dataset.json")
     out = tmp_path / "model"
     command = _command(images_only, out) + ["--labels", "original", "--epochs", "1"]
-    command += ["--augmentation", "none"]
+    command += ["--augmentation", "none", "--foreground-oversampling", "1"]
     result = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **isolated_home}, timeout=900
     )
@@ -311,6 +312,10 @@ def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path
     assert record["dataset"]["cases"] == 3
     assert record["augmentation"] == "none"
     assert record["trainer"].startswith("nnUNetTrainerTuckerNoDA ")
+    assert record["foreground_oversampling"] == 1.0
+    trainer = json.loads((out / "training" / "trainer-settings.json").read_text())  # nnU-Net's
+    assert float(trainer["oversample_foreground_percent"]) == 1.0
+    assert "hostname" not in trainer
     plain = subprocess.run(
         _command(images_only, tmp_path / "other"),
         capture_output=True,

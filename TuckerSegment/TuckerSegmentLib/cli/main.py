@@ -686,6 +686,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "better with the original in the same steps)",
     )
     p.add_argument(
+        "--foreground-oversampling",
+        type=float,
+        metavar="P",
+        help="share of each batch nnU-Net centres on a structure (of a class drawn at random; "
+        "nnU-Net's default 0.33): more keeps rare small structures in view",
+    )
+    p.add_argument(
         "--start-from",
         help="fine-tune this compressed model of the same TS model instead of a fresh "
         "decomposition at --df: a planned (`compress --plan`), "
@@ -723,6 +730,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         seed=args.seed,
         labels=args.labels,
         augmentation=args.augmentation,
+        foreground_oversampling=args.foreground_oversampling,
         start_from=Path(args.start_from) if args.start_from else None,
     )
     real_stdout = sys.stdout

@@ -64,6 +64,7 @@ class FinetuneOptions:
     seed: int | None = None
     labels: str = "dataset"  # "original": the original network labels the images (distillation)
     augmentation: str = "nnunet"  # nnU-Net's data augmentation, or "none" (nnUNetTrainerNoDA's)
+    foreground_oversampling: float | None = None  # nnU-Net's share of foreground patches (0.33)
     start_from: Path | None = None  # a compressed model folder (planned, pruned, fine-tuned)
 
 
@@ -182,6 +183,11 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         raise TuckerSegmentError(f"--labels must be {' or '.join(LABEL_SOURCES)}")
     if options.augmentation not in TRAINERS:
         raise TuckerSegmentError(f"--augmentation must be {' or '.join(TRAINERS)}")
+    if (
+        options.foreground_oversampling is not None
+        and not 0 <= options.foreground_oversampling <= 1
+    ):
+        raise TuckerSegmentError("--foreground-oversampling must be between 0 and 1")
     summary = check_dataset(
         Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
     )
@@ -202,6 +208,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "seed": options.seed,
         "labels": options.labels,
         "augmentation": options.augmentation,
+        "foreground_oversampling": options.foreground_oversampling,
         **start,
     }
     work = work_folder(output)
@@ -323,6 +330,7 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
             "finetune": {
                 "trainer": f"{TRAINERS[options.augmentation]} (nnU-Net's nnUNetTrainer)",
                 "augmentation": options.augmentation,
+                "foreground_oversampling": options.foreground_oversampling,
                 "base_checkpoint_sha256": plan.settings["base_checkpoint_sha256"],
                 **(
                     {
@@ -370,6 +378,11 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
         for pattern in ("progress.png", "training_log_*.txt", "validation/summary.json"):
             for path in fold_folder.glob(pattern):
                 shutil.copy(path, record / path.name)
+        debug = fold_folder / "debug.json"  # nnU-Net's record of the trainer's every setting
+        if debug.is_file():
+            settings = json.loads(debug.read_text())
+            settings.pop("hostname", None)  # a model folder gets shared; the machine's name not
+            (record / "trainer-settings.json").write_text(json.dumps(settings, indent=1))
 
 
 def _training_log(checkpoint: Path) -> dict:

@@ -64,6 +64,8 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
         self.num_epochs = int(settings["epochs"])
         self.num_iterations_per_epoch = int(settings["iterations_per_epoch"])
         self.num_val_iterations_per_epoch = int(settings["val_iterations"])
+        if settings.get("foreground_oversampling") is not None:  # nnU-Net's own knob (0.33)
+            self.oversample_foreground_percent = float(settings["foreground_oversampling"])
         self.save_every = 1  # an interrupted run loses at most one epoch
         self._progress = settings.get("progress", "none")
         self._steps_done = 0
