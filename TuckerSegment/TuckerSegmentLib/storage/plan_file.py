@@ -62,7 +62,10 @@ def read_plan(path: Path) -> dict:
 
 
 def plan_digest(plan: dict) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()
+    """What the planned model depends on — the weights and the ranks — not the plan's budget,
+    prediction or measurements (a plan saved after `--verify` reuses the model it verified)."""
+    made_of = {k: plan[k] for k in ("model", "source_checkpoint_sha256", "layers")}
+    return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
 
 
 def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") -> Path:
