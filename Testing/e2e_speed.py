@@ -47,7 +47,7 @@ if __name__ == "__main__":
     with ts_environment(Path({weights!r})):
         from totalsegmentator.bin.TotalSegmentator import main
         sys.argv = ["TotalSegmentator", "-i", {ct!r}, "-o", {out!r}, *{mode!r}, "--ml",
-                    "--device", "cpu", "--quiet"]
+                    "--device", {ts_device!r}, "--quiet"]
         main()
 """
 
@@ -135,6 +135,11 @@ def main() -> int:
     )
     parser.add_argument("--warm", action="store_true", help="time the panel's second click")
     parser.add_argument("--second-df", default="0.5", help="the DF of the second click")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (fp32, as measured in README) or cuda (TS runs on its 'gpu', ours at --precision auto)",
+    )
     args = parser.parse_args()
     if args.warm:
         return warm_clicks(args)
@@ -167,9 +172,9 @@ def main() -> int:
             "--df",
             args.df,
             "--device",
-            "cpu",
+            args.device,
             "--precision",
-            "fp32",
+            "fp32" if args.device == "cpu" else "auto",
             "--weights-dir",
             str(weights),
             "--runtime",
@@ -177,7 +182,9 @@ def main() -> int:
             "--progress",
             "none",
         ]
-        env["PYTHONPATH"] = str(HERE.parent / "TuckerSegment")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(HERE.parent / "TuckerSegment"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
         first, first_gib = timed(ours, env)  # decomposes (and converts), as a first run does
         script = TS_COMMAND.format(
             lib=str(HERE.parent / "TuckerSegment"),
@@ -185,6 +192,7 @@ def main() -> int:
             ct=str(ct),
             out=str(tmp / "ts.nii.gz"),
             mode=mode,
+            ts_device="cpu" if args.device == "cpu" else args.device.replace("cuda", "gpu"),
         )
         ts_runs, our_runs = [], []
         for _ in range(args.repeats):  # interleaved
@@ -207,6 +215,7 @@ def main() -> int:
                         else f"phantom on a {SHAPE} grid at {SPACING} mm"
                     ),
                     "mode": "full" if args.full else "fast",
+                    "device": args.device,
                     "df": float(args.df),
                     "totalsegmentator_s": [round(t, 1) for t in ts_times],
                     "tucker_segment_s": [round(t, 1) for t in our_times],
@@ -245,14 +254,17 @@ def warm_clicks(args: argparse.Namespace) -> int:
         for compare in (False, True):
             cache = tmp / f"cache-{compare}"  # each pair decomposes its DFs, as a first use does
             env = {"HOME": str(tmp), "TUCKERSEGMENT_CACHE": str(cache)}
-            env["PYTHONPATH"] = str(HERE.parent / "TuckerSegment")
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(HERE.parent / "TuckerSegment"), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
             worker = WarmWorker(python=PYTHON, env=env)
             times = []
             try:
                 for i, df in enumerate((args.df, args.second_df)):
                     out = tmp / f"warm-{compare}-{i}.nii.gz"
                     command = ["segment", "-i", str(ct), "-o", str(out), "--fast", "--df", df]
-                    command += ["--device", "cpu", "--precision", "fp32"]
+                    precision = "fp32" if args.device == "cpu" else "auto"
+                    command += ["--device", args.device, "--precision", precision]
                     command += ["--weights-dir", str(weights), "--progress", "json"]
                     command += ["--compare"] if compare else []
                     start = time.perf_counter()

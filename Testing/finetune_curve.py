@@ -82,7 +82,9 @@ def write_dataset(folder: Path, model: str, cases: int) -> None:
     (folder / "dataset.json").write_text(json.dumps(dataset, indent=1))
 
 
-def evaluate(model: str, df: float, given: Path | None, tmp: Path) -> dict[str, float]:
+def evaluate(
+    model: str, df: float, given: Path | None, tmp: Path, device: str = "cpu"
+) -> dict[str, float]:
     """Mean Dice with the original (present structures of this model) and mean Dice with the
     truth over the large structures, averaged over the held-out phantoms."""
     import nibabel as nib
@@ -108,7 +110,7 @@ def evaluate(model: str, df: float, given: Path | None, tmp: Path) -> dict[str, 
                 df=df,
                 expert_df=expert_df,
                 compare=True,
-                device="cpu",
+                device=device,
                 precision="fp32",
                 weights_dir=MODELS,
                 compressed_models=[given] if given else [],
@@ -169,6 +171,8 @@ def main() -> int:
     parser.add_argument("--augmentation", choices=("nnunet", "none"), default="nnunet")
     parser.add_argument("--foreground-oversampling", type=float)
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
+    parser.add_argument("--device", default="cpu", help="training and evaluation device")
+    parser.add_argument("--gpus", type=int, default=1, help="nnU-Net's DDP on N CUDA GPUs")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
     args = parser.parse_args()
@@ -176,7 +180,7 @@ def main() -> int:
         with open(f"{args.output}.csv") as handle:
             rows = [
                 {
-                    k: v if k in ("model", "labels", "augmentation") else float(v)
+                    k: v if k in ("model", "labels", "augmentation", "device") else float(v)
                     for k, v in row.items()
                 }
                 for row in csv.DictReader(handle)
@@ -192,7 +196,7 @@ def main() -> int:
         dataset = tmp / "dataset"
         write_dataset(dataset, args.model, args.cases)
         for df in args.df:
-            zero_shot = evaluate(args.model, df, None, tmp)
+            zero_shot = evaluate(args.model, df, None, tmp, args.device)
             start = time.perf_counter()
             out = tmp / f"finetuned-{df}"
             finetune(
@@ -205,7 +209,8 @@ def main() -> int:
                     iterations_per_epoch=args.iterations,
                     val_iterations=args.val_iterations,
                     lr=args.lr,
-                    device="cpu",
+                    device=args.device,
+                    gpus=args.gpus,
                     augmentation_workers=args.workers,
                     weights_dir=MODELS,
                     progress="none",
@@ -216,7 +221,7 @@ def main() -> int:
                 )
             )
             seconds = time.perf_counter() - start
-            tuned = evaluate(args.model, df, out, tmp)
+            tuned = evaluate(args.model, df, out, tmp, args.device)
             row = {
                 "model": args.model,
                 "df": df,
@@ -233,6 +238,7 @@ def main() -> int:
                 "training_cases": args.cases,
                 "labels": args.labels,
                 "augmentation": args.augmentation,
+                "device": args.device,
             }
             print(json.dumps(row), flush=True)
             rows.append(row)

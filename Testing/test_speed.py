@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import run_cli, run_segment
 from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
@@ -124,6 +125,21 @@ def test_benchmark_eager_runtime_and_default_allocator(isolated_home):
     ]
 
 
+def test_auto_layer_policy_measures_on_gpus_and_keeps_the_default_on_cpus():
+    """The measured policy on GPUs (the plain blocks lost to the original on an H200 at every
+    DF); on the CPU the default rule; an explicit policy is kept, an unknown one refused."""
+    from TuckerSegmentLib.engine.layer_policy import resolve_policy
+    from TuckerSegmentLib.errors import TuckerSegmentError
+
+    assert resolve_policy("auto", "cuda") == "latency"
+    assert resolve_policy("auto", "mps") == "latency"
+    assert resolve_policy("auto", "cpu") == "default"
+    assert resolve_policy("paper", "cuda") == "paper"
+    assert resolve_policy("default", "cuda") == "default"
+    with pytest.raises(TuckerSegmentError, match="unknown layer policy"):
+        resolve_policy("fastest", "cpu")
+
+
 def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isolated_home, tmp_path):
 
     out = tmp_path / "latency.nii.gz"
@@ -133,13 +149,16 @@ def test_segment_with_the_latency_policy_records_its_tuning(phantom_files, isola
         "--fast",
         "--df",
         "0.5",
-        "--latency",
+        "--layer-policy",
+        "latency",
         "--progress",
         "none",
         env=isolated_home,
     )
     assert result.returncode == 0, result.stderr
-    model = json.loads(out.with_name("latency.json").read_text())["models"]["3mm"]
+    sidecar = json.loads(out.with_name("latency.json").read_text())
+    assert sidecar["settings"]["layer_policy"] == "latency"
+    model = sidecar["models"]["3mm"]
     entry = Path(model["cache_entry"])
     assert entry.name.endswith("-latency-cpu-fp32")
     manifest = json.loads((entry / "manifest.json").read_text())

@@ -241,6 +241,20 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_segment)
 
 
+def parameter_share(text: str) -> float:
+    """``15%`` → 0.15: a share of each model's own parameters (absolute counts differ between
+    the models of a run)."""
+    raw = text.strip()
+    try:
+        if not raw.endswith("%"):
+            raise ValueError
+        return float(raw[:-1]) / 100
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a percentage of each model's parameters, e.g. 15%"
+        ) from None
+
+
 def add_factorization_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--rank-floor, --method and --paper: how each conv is factorized (segment, batch and
     tucker-totalsegmentator alike)."""
@@ -322,11 +336,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     add_factorization_options(p)
     p.add_argument(
-        "--latency",
-        action="store_true",
-        help="keep each original conv whose Tucker block is not faster on this device "
-        "(timed once, cached)",
+        "--max-params",
+        type=parameter_share,
+        metavar="PERCENT",
+        help="instead of one DF: each model's per-layer ranks planned (`plan`, kept energy) for "
+        "this share of its parameters, e.g. 15%%; the plans and models are cached",
     )
+    p.add_argument(
+        "--layer-policy",
+        choices=("auto", "default", "latency"),
+        default="auto",
+        help="which convs get Tucker blocks: latency = each block only where it is faster on this "
+        "device (timed once, cached); default = every conv but the heads; auto (default) = "
+        "latency on a GPU, default on the CPU",
+    )
+    p.add_argument("--latency", action="store_true", help="the same as --layer-policy latency")
     p.add_argument(
         "--device",
         default="auto",
@@ -401,7 +425,8 @@ def segment_options(args: argparse.Namespace, input: Path, output: Path) -> Segm
         expert_df=args.expert_df,
         rank_floor=args.rank_floor,
         method=args.method,
-        policy="paper" if args.paper else "latency" if args.latency else "default",
+        policy="paper" if args.paper else "latency" if args.latency else args.layer_policy,
+        max_params=args.max_params,
         device=args.device,
         precision=args.precision,
         compare=args.compare,
@@ -905,10 +930,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--patch", type=int, nargs=3, help="patch size (default: TS's)")
     p.add_argument(
-        "--latency",
-        action="store_true",
-        help="latency-aware policy: keep original convs where Tucker is not faster",
+        "--layer-policy",
+        choices=("auto", "default", "latency"),
+        default="auto",
+        help="as segment's: auto (default) = latency on a GPU, default on the CPU",
     )
+    p.add_argument("--latency", action="store_true", help="the same as --layer-policy latency")
     _add_speed_options(p, benchmark=True)
     p.add_argument("-o", "--output", help="write the rows as CSV")
     p.add_argument("--json", action="store_true")
@@ -920,9 +947,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     import csv
     from pathlib import Path
 
+    from ..engine.layer_policy import resolve_policy
     from ..pipeline.progress import Progress
     from ..runtime.benchmark import format_rows, plot_rows, run_benchmark, save_results
-    from ..runtime.devices import resolve_device
+    from ..runtime.devices import device_kind, resolve_device
     from ..runtime.precision import resolve_precision
     from ..storage.cache import cache_root
     from ..ts.architectures import builtin_spec
@@ -944,7 +972,9 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             args.repeats,
             patch_size=args.patch,
             progress=lambda f, m: progress.update("benchmark", f, m),
-            policy="latency" if args.latency else "default",
+            policy=resolve_policy(
+                "latency" if args.latency else args.layer_policy, device_kind(device)
+            ),
             runtime=args.runtime,
             allocator=args.allocator,
         )

@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
+    from dataclasses import replace
+
+    from ..engine.layer_policy import resolve_policy
     from ..engine.ranks import check_df
     from ..pipeline.every_model import CompressionChoice, compressing_chooser
     from ..runtime.devices import device_kind
@@ -106,10 +109,11 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         expert_df=ours.expert_df,
         rank_floor=ours.rank_floor,
         method=ours.method,
-        policy="paper" if ours.paper else "default",
+        policy="paper" if ours.paper else "auto",
         runtime=ours.runtime,
     )
     device = ts_selected_device(_ts_device(ts_args))
+    choice = replace(choice, policy=resolve_policy(choice.policy, device_kind(device)))
     precision = resolve_precision(ours.precision, device_kind(device))
     loaded: list = []
     choose = compressing_chooser(choice, device, precision, loaded)

@@ -3,7 +3,11 @@
 ``default``: every 3D (transposed) conv except 1×1×1 convs (the segmentation heads), whose
 factorization only adds work. ``paper``: every 3D conv, as the paper's code did. ``latency``:
 the default candidates, then each block is kept only where it is faster than the original conv
-on the user's device (see latency_policy.py).
+on the user's device (see latency_policy.py). ``auto`` (what `segment` and `benchmark` use
+unless told otherwise): ``latency`` on a GPU, ``default`` on the CPU — on an H200 the plain
+blocks ran 0.66–0.79× the original at every DF (a data-center GPU's convs are bound by memory
+and launches, not FLOPs), the measured choice ≥ 1.0× (README, Performance); on CPUs the fused
+runtime's dense-composition rule already keeps the original where a block would not pay.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from ..errors import TuckerSegmentError
 from .tucker_block import CONV_TYPES
 
 POLICIES = ("default", "paper", "latency")
+
+
+def resolve_policy(policy: str, device_kind: str) -> str:
+    """``auto`` → ``latency`` on a GPU (cuda, mps), ``default`` on the CPU; others unchanged."""
+    if policy == "auto":
+        return "default" if device_kind == "cpu" else "latency"
+    return check_policy(policy)
 
 
 def check_policy(policy: str) -> str:

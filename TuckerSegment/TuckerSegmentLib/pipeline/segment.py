@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class SegmentOptions:
     expert_df: dict[str, float] = field(default_factory=dict)
     rank_floor: int = DEFAULT_RANK_FLOOR
     method: str = "hosvd"
-    policy: str = "default"
+    policy: str = "auto"  # engine/layer_policy.py: latency on a GPU, default on the CPU
     device: str = "auto"
     precision: str = "auto"
     compare: bool = False
@@ -48,6 +48,7 @@ class SegmentOptions:
     weights_dir: Path | None = None
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
     plans: list[Path] = field(default_factory=list)  # `plan -o` outputs: per-layer ranks
+    max_params: float | None = None  # a share of each model's parameters, planned (planner.py)
     statistics: bool = False  # TS's own --statistics JSON beside the output
     threads: int | None = None  # torch threads for the networks; None: TS's (every core)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
@@ -304,19 +305,28 @@ class RunPlan:
 
 def plan_run(options: SegmentOptions) -> RunPlan:
     """Check the settings, paths, device and precision; refuse bad input with one line."""
+    from ..engine.layer_policy import resolve_policy
     from ..runtime.allocator import keep_freed_memory
     from ..runtime.devices import device_kind, resolve_device
     from ..runtime.precision import resolve_precision
 
     if options.threads is not None and options.threads < 1:
         raise TuckerSegmentError("--threads must be at least 1")
+    if options.max_params is not None:
+        if not 0 < options.max_params <= 1:
+            raise TuckerSegmentError("--max-params: a share of each model's parameters, e.g. 15%")
+        if options.df is not None or options.expert_df:
+            raise TuckerSegmentError(
+                "--max-params plans each model's ranks for its share: drop --df/--expert-df"
+            )
     models = _check_task(options)
     _check_roi_subset(options)
     if options.body_seg and body_seg_applies(options.task, options.fast, options.roi_subset):
         models = [task_model("body", "fast"), *models]  # TS's 6 mm body model crops first
+    device = resolve_device(options.device)
+    options = replace(options, policy=resolve_policy(options.policy, device_kind(device)))
     settings = model_settings(options, models)
     _check_paths(options)
-    device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device_kind(device))
     allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
     if options.runtime in ("fused", "openvino", "openvino-int8") and (
@@ -353,7 +363,11 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
     from ..storage.plan_file import planned_model, read_plan
     from ..ts.model_folder import open_model_folder
 
-    if not plan.options.compressed_models and not plan.options.plans:
+    if (
+        not plan.options.compressed_models
+        and not plan.options.plans
+        and plan.options.max_params is None
+    ):
         return {}
     labels = {name: open_model_folder(folder).spec.labels for name, folder in folders.items()}
     given: dict[str, Path] = {}
@@ -382,6 +396,14 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
         if match[0] in given:
             raise TuckerSegmentError(f"two --compressed-model for the {match[0]} model")
         given[match[0]] = Path(path)
+    if plan.options.max_params is not None:  # the models no --plan/--compressed-model names
+        from ..storage.plan_file import budget_plan
+
+        for name, folder in folders.items():
+            if name not in given:
+                share, floor = plan.options.max_params, plan.options.rank_floor
+                path = budget_plan(name, folder, share, floor)
+                given[name] = planned_model(path, folder, plan.options.method)
     return given
 
 

@@ -113,3 +113,43 @@ def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") ->
     )
     save_compressed(path, network.eval(), manifest)
     return path
+
+
+def budget_plan(model: str, model_folder: Path, share: float, rank_floor: int) -> Path:
+    """The plan for ``share`` of ``model``'s parameters (`segment --max-params`, the panel's "fit
+    my budget"), kept in the cache by checkpoint, share and rank floor, so a second run on the
+    same weights plans nothing. Returns the plan file (a `--plan`)."""
+    import os
+    import tempfile
+
+    from ..engine.counting import count_network
+    from ..engine.planner import plan_network
+    from ..ts.model_folder import open_model_folder
+    from .cache import cache_root
+
+    folder = open_model_folder(model_folder)
+    sha = folder.checkpoint_sha256()
+    path = cache_root() / "budget-plans" / f"{sha[:24]}-{share:.6g}-floor{rank_floor}.json"
+    try:
+        read_plan(path)
+        return path
+    except TuckerSegmentError:
+        pass  # not planned yet, or damaged: planned again below
+    network = folder.load_network("cpu")
+    spec = folder.spec
+    total = count_network(network, spec.patch_size, spec.input_channels).params  # as `plan` counts
+    plan = plan_network(
+        network, spec.patch_size, "params", share * total, spec.input_channels, rank_floor
+    )
+    data = plan_json(
+        plan,
+        model,
+        sha,
+        {"rank_floor": rank_floor, "budget_given": f"{share:.6g} of the parameters"},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(data, stream, indent=2)
+    os.replace(partial, path)
+    return path
