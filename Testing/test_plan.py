@@ -392,9 +392,50 @@ def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, 
         )
     again = run_cli("plan", *common, "--max-params", "30%", "--json", env=isolated_home)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["predicted_agreement"]["error"] == pytest.approx(
+    thirty = json.loads(again.stdout)
+    assert thirty["predicted_agreement"]["error"] == pytest.approx(
         calibration["leave_one_out_error"]
     )
+    # the calibration keeps each image's Dice per point and its complexity (one 6 mm pass)
+    assert set(calibration["image_complexity"]) == {"ct.nii.gz"}
+    assert all(set(p["image_dice"]) == {"ct.nii.gz"} for p in calibration["points"])
+    assert "≥ 3" in calibration["complexity"]["reason"]  # one image: no complexity mapping
+    # the smallest plan predicted to reach what the 30 % plan reaches, for this CT
+    target = thirty["predicted_agreement"]["mean_dice"] - 1e-9
+    smallest = run_cli(
+        "plan",
+        *common,
+        "--min-agreement",
+        f"{target!r}",
+        "--image",
+        ct,
+        "--json",
+        env=isolated_home,
+    )
+    assert smallest.returncode == 0, smallest.stderr
+    found = json.loads(smallest.stdout)
+    assert found["predicted_agreement"]["mean_dice"] >= target
+    assert found["params"]["planned"] <= thirty["params"]["planned"] * 1.001  # 30 % qualifies
+    image = found["images"]["ct.nii.gz"]
+    assert set(image["complexity"]) == {
+        "foreground_fraction",
+        "structures_present",
+        "boundary_density",
+        "body_entropy_bits",
+    }
+    assert image["complexity"]["structures_present"] >= 1
+    assert 0 < image["complexity"]["foreground_fraction"] <= 1
+    assert image["predicted_agreement"]["complexity_measure"] == ""
+    assert "≥ 3" in image["not_adjusted"]
+    printed = run_cli("plan", *common, "--max-params", "30%", "--image", ct, env=isolated_home)
+    assert printed.returncode == 0, printed.stderr
+    assert "ct.nii.gz: labelled share of the body" in printed.stdout
+    assert "(not adjusted: calibrated on 1 image(s)" in printed.stdout
+    uncalibrated = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "empty-cache")}
+    needs = run_cli("plan", *common, "--min-agreement", "0.9", env=uncalibrated)
+    assert needs.returncode == 1 and "needs this checkpoint's agreement calibration" in needs.stderr
+    bad = run_cli("plan", *common, "--min-agreement", "1.5", env=isolated_home)
+    assert bad.returncode == 1 and "--min-agreement: a mean Dice between 0 and 1" in bad.stderr
     missing = run_cli(
         "plan",
         *common,
@@ -417,3 +458,42 @@ def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, 
         env=isolated_home,
     )
     assert shares.returncode == 1 and "--calibrate-removed: shares between 0 and 1" in shares.stderr
+
+
+def test_a_budget_plan_is_made_once_per_weights_share_and_floor(tmp_path, monkeypatch):
+    """`segment --max-params` (the panel's "fit my budget") plans each model once: the plan is
+    kept in the cache by checkpoint, share and rank floor, and meets the share exactly."""
+    from TuckerSegmentLib.storage.plan_file import budget_plan, read_plan
+
+    monkeypatch.setenv("TUCKERSEGMENT_CACHE", str(tmp_path / "cache"))
+    first = budget_plan("3mm", FOLDER_3MM, 0.2, 8)
+    plan = read_plan(first)
+    assert plan["model"] == "3mm" and plan["budget"] == {
+        "kind": "params",
+        "value": pytest.approx(0.2 * plan["params"]["original"]),
+    }
+    assert plan["params"]["planned"] <= 0.2 * plan["params"]["original"]
+    made = first.stat().st_mtime_ns
+    assert budget_plan("3mm", FOLDER_3MM, 0.2, 8) == first
+    assert first.stat().st_mtime_ns == made  # not planned again
+    other = budget_plan("3mm", FOLDER_3MM, 0.2, 4)
+    assert other != first and read_plan(other)["rank_floor"] == 4
+    first.write_text("{damaged")
+    assert read_plan(budget_plan("3mm", FOLDER_3MM, 0.2, 8))["layers"] == plan["layers"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-params", "20"], "a percentage of each model's parameters, e.g. 15%"),
+        (["--max-params", "0%"], "--max-params: a share of each model's parameters"),
+        (["--max-params", "20%", "--df", "0.3"], "drop --df/--expert-df"),
+    ],
+)
+def test_segment_refuses_a_bad_budget_before_any_work(options, message, tmp_path, isolated_home):
+    from conftest import run_segment
+
+    ct = tmp_path / "missing-is-fine-the-budget-is-checked-first.nii.gz"
+    result = run_segment(ct, tmp_path / "out.nii.gz", "--fast", *options, env=isolated_home)
+    assert result.returncode != 0 and message in result.stderr
+    assert not (tmp_path / "out.nii.gz").exists()

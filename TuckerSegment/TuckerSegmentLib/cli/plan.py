@@ -1,6 +1,7 @@
 """`tucker-segment plan`: per-layer ranks for a parameter or GFLOP budget, without training.
 
 tucker-segment plan --model 3mm --max-params 15% -o plan.json [--calibrate CT …] [--verify CT]
+tucker-segment plan --model 3mm --min-agreement 0.95 --image ct.nii.gz -o plan.json
 tucker-segment segment -i ct.nii.gz -o ct.seg.nrrd --fast --plan plan.json
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from ..engine.agreement_prediction import SIGNAL_NAMES
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
+from ..pipeline.image_complexity import MEASURE_NAMES
 
 
 def budget_value(text: str, original: float) -> float:
@@ -53,7 +55,23 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         help="milliseconds per patch on --device (the device's ms-per-GFLOP line is measured "
         "once and cached)",
     )
-    p.add_argument("--device", default="cpu", help="for --max-latency-ms: cpu, cuda, cuda:N")
+    budget.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="DICE",
+        help="the smallest plan whose predicted mean Dice with the original is at least DICE "
+        "(on every --image, adjusted for its complexity); needs a calibration (--calibrate)",
+    )
+    p.add_argument(
+        "--image",
+        nargs="+",
+        metavar="CT",
+        help="the CTs the plan is for: their complexity (one fast low-resolution pass each) is "
+        "measured and printed, and each gets its own predicted agreement",
+    )
+    p.add_argument(
+        "--device", default="cpu", help="for --max-latency-ms and the segmenting: cpu, cuda:N"
+    )
     p.add_argument(
         "--verify",
         nargs="?",
@@ -111,9 +129,15 @@ def run_plan(args: argparse.Namespace) -> int:
     if output is not None and not output.parent.is_dir():
         raise TuckerSegmentError(f"folder for {output} does not exist")
     weights = Path(args.weights_dir) if args.weights_dir else None
-    for image in [*(args.calibrate or []), *([args.verify] if args.verify else [])]:
+    for image in [
+        *(args.calibrate or []),
+        *(args.image or []),
+        *([args.verify] if args.verify else []),
+    ]:
         if not Path(image).exists():
             raise TuckerSegmentError(f"input not found: {image}")
+    if args.min_agreement is not None and not 0 < args.min_agreement < 1:
+        raise TuckerSegmentError("--min-agreement: a mean Dice between 0 and 1, e.g. 0.95")
     if args.calibrate_removed and not all(0 < r < 1 for r in args.calibrate_removed):
         raise TuckerSegmentError("--calibrate-removed: shares between 0 and 1, e.g. 0.5 0.8 0.9")
     if (args.calibrate or args.verify) and args.model not in _curve_models():
@@ -124,23 +148,35 @@ def run_plan(args: argparse.Namespace) -> int:
     network = folder.load_network("cpu")
     spec = folder.spec
     original = count_network(network, spec.patch_size, spec.input_channels)
-    kind = "params" if args.max_params else "gflops"
+    kind = "params" if args.max_params or args.min_agreement is not None else "gflops"
     line = None
-    if args.max_latency_ms is not None:
-        line = _latency_line(network, folder, args.device)
-        value = line.gflops_for(args.max_latency_ms)
-    else:
-        total = original.params if kind == "params" else original.gflops
-        value = budget_value(args.max_params or args.max_gflops, total)
-    plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
     if args.calibrate:
         _calibrate(args, weights, rank_floor)
+    complexities = _complexities(args.image or [], weights, args.device)
+    if args.min_agreement is not None:
+        plan = _plan_for_agreement(network, folder, rank_floor, args.min_agreement, complexities)
+    else:
+        if args.max_latency_ms is not None:
+            line = _latency_line(network, folder, args.device)
+            value = line.gflops_for(args.max_latency_ms)
+        else:
+            total = original.params if kind == "params" else original.gflops
+            value = budget_value(args.max_params or args.max_gflops, total)
+        plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
     prediction = _prediction(folder, plan)
     extra = {
         "rank_floor": rank_floor,
-        "budget_given": args.max_params or args.max_gflops or f"{args.max_latency_ms:g} ms",
+        "budget_given": args.max_params
+        or args.max_gflops
+        or (
+            f"{args.max_latency_ms:g} ms"
+            if args.max_latency_ms is not None
+            else f"predicted mean Dice ≥ {args.min_agreement:g}"
+        ),
         "predicted_agreement": prediction.to_json() if prediction else None,
     }
+    if complexities:
+        extra["images"] = _image_predictions(folder, plan, complexities)
     if line is not None:
         extra["latency"] = {
             "device": args.device,
@@ -192,6 +228,24 @@ def run_plan(args: argparse.Namespace) -> int:
                 else ""
             )
         )
+    for name, entry in data.get("images", {}).items():
+        measures = ", ".join(
+            f"{MEASURE_NAMES[m]} {entry['complexity'][m]:.3g}" for m in entry["complexity"]
+        )
+        guess = entry["predicted_agreement"]
+        print(
+            f"{name}: {measures}"
+            + (
+                f"; predicted mean Dice {guess['mean_dice']:.3f} ± {guess['error']:.3f}"
+                + (
+                    f" (adjusted for its {MEASURE_NAMES[guess['complexity_measure']]})"
+                    if guess["complexity_measure"]
+                    else f" (not adjusted: {entry['not_adjusted']})"
+                )
+                if guess
+                else ""
+            )
+        )
     if line is not None:
         latency = data["latency"]
         measured = latency.get("measured_ms")
@@ -239,6 +293,94 @@ def _prediction(folder, plan):  # noqa: ANN001, ANN202
 
     calibration = find_calibration(folder.checkpoint_sha256(), folder.path)
     return predict(calibration, plan.signals) if calibration is not None else None
+
+
+def _complexities(images: list[str], weights: Path | None, device: str) -> dict[str, dict]:
+    """Each --image's complexity measures (pipeline/image_complexity.py), by file name."""
+    import tempfile
+
+    from ..pipeline.image_complexity_run import image_complexity
+
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="tuckersegment-complexity-") as work:
+        for k, image in enumerate(images):
+            found[Path(image).name] = image_complexity(
+                Path(image), Path(work) / str(k), weights, device
+            ).to_json()
+    return found
+
+
+def _image_predictions(folder, plan, complexities: dict[str, dict]) -> dict[str, dict]:  # noqa: ANN001
+    """Per image: its complexity and the plan's predicted agreement on it."""
+    from ..engine.agreement_prediction import predict
+    from ..storage.calibration_file import find_calibration
+
+    calibration = find_calibration(folder.checkpoint_sha256(), folder.path)
+    entries = {}
+    for name, complexity in complexities.items():
+        guess = predict(calibration, plan.signals, complexity) if calibration else None
+        entries[name] = {
+            "complexity": complexity,
+            "predicted_agreement": guess.to_json() if guess else None,
+            "not_adjusted": (calibration.complexity or {}).get(
+                "reason", "the calibration predates complexity: calibrate again"
+            )
+            if calibration and not (guess and guess.complexity_measure)
+            else "",
+        }
+    return entries
+
+
+def _plan_for_agreement(network, folder, rank_floor: int, target: float, complexities: dict):  # noqa: ANN001, ANN202
+    """The smallest parameter budget whose plan is predicted to reach ``target`` on every
+    image (on the calibration's images when none is given): a bisection over the budget,
+    the prediction being monotone in the kept energy."""
+    from ..engine.agreement_prediction import predict
+    from ..engine.counting import count_network
+    from ..engine.planner import layer_spectra, plan_network
+    from ..storage.calibration_file import find_calibration
+
+    calibration = find_calibration(folder.checkpoint_sha256(), folder.path)
+    if calibration is None:
+        raise TuckerSegmentError(
+            "--min-agreement needs this checkpoint's agreement calibration: add --calibrate CT"
+        )
+    spec = folder.spec
+    spectra = layer_spectra(network, spec.patch_size, spec.input_channels)
+    total = count_network(network, spec.patch_size, spec.input_channels).params
+
+    def attempt(share: float):  # noqa: ANN202
+        try:
+            plan = plan_network(
+                network,
+                spec.patch_size,
+                "params",
+                share * total,
+                spec.input_channels,
+                rank_floor,
+                spectra,
+            )
+        except TuckerSegmentError:  # below the rank floor's smallest network
+            return None
+        guesses = [predict(calibration, plan.signals, c).mean_dice for c in complexities.values()]
+        reached = min(guesses or [predict(calibration, plan.signals).mean_dice]) >= target
+        return plan if reached else None
+
+    best = attempt(1.0)
+    if best is None:
+        raise TuckerSegmentError(
+            f"no plan is predicted to reach a mean Dice of {target:g}, not even the full network "
+            "(the calibration's best point); lower --min-agreement"
+        )
+    low, high = 0.0, 1.0
+    for _ in range(14):  # the share to 1e-4 of the parameters
+        middle = (low + high) / 2
+        found = attempt(middle)
+        if found is None:
+            low = middle
+        else:
+            high, best = middle, found
+    return best
 
 
 def _measured_agreement(plan: dict, args: argparse.Namespace, weights: Path | None) -> float:

@@ -7,6 +7,13 @@ beside the original (the `curves` measurement) and records, per point, the mean 
 signals of the ranks. A new plan's agreement is read off a monotone fit of those points, for
 the signal that predicted the points left out best (leave-one-out), and that error is reported
 with the prediction: a prediction without its error would promise too much.
+
+Images differ in how much compression costs them (arXiv 2107.02927 maps a dataset's complexity
+to that cost). With three or more calibration images, each image's loss of Dice relative to the
+pooled fit is related to one complexity measure (pipeline/image_complexity.py) by a power law,
+loss_image = loss_pooled × (complexity / reference)^β (the measures are the calibration's own
+records, pipeline/image_complexity.py); the measure is chosen by leaving one image out, and only
+kept when it predicts the left-out images better than the pooled fit alone.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class CalibrationPoint:
     params: int
     mean_dice: float  # mean over the calibration images
     signals: dict[str, float]
+    image_dice: dict[str, float] = field(default_factory=dict)  # per calibration image
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Calibration:
     chosen_signal: str = ""
     leave_one_out_error: float = math.nan  # mean absolute error of the chosen signal
     errors: dict[str, float] = field(default_factory=dict)
+    image_complexity: dict[str, dict] = field(default_factory=dict)  # image → measures
+    complexity: dict = field(default_factory=dict)  # the fitted mapping (fit_complexity)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
@@ -126,13 +136,15 @@ def calibrate(
     rank_floor: int,
     images: Iterable[str],
     points: list[CalibrationPoint],
+    image_complexity: dict[str, dict] | None = None,
 ) -> Calibration:
-    """A calibration from measured points: the signal with the smallest leave-one-out error."""
+    """A calibration from measured points: the signal with the smallest leave-one-out error,
+    and, with the images' complexity, the complexity mapping (``fit_complexity``)."""
     if len(points) < 3:
         raise TuckerSegmentError("a calibration needs at least three measured points")
     errors = {s: _leave_one_out(points, s) for s in SIGNALS}
     chosen = min(SIGNALS, key=lambda s: errors[s])
-    return Calibration(
+    calibration = Calibration(
         model,
         source_checkpoint_sha256,
         rank_floor,
@@ -141,7 +153,121 @@ def calibrate(
         chosen,
         errors[chosen],
         errors,
+        dict(image_complexity or {}),
     )
+    calibration.complexity = fit_complexity(calibration)
+    return calibration
+
+
+MIN_COMPLEXITY_IMAGES = 3
+_MIN_LOSS = 0.01  # points where the pooled fit loses less carry no information on the ratio
+
+
+def _pooled_knots(points: list[CalibrationPoint], signal: str, images: list[str]):  # noqa: ANN202
+    """The monotone fit of the mean Dice over ``images`` only."""
+    xs, ys = [], []
+    for p in points:
+        dice = [p.image_dice[i] for i in images if i in p.image_dice]
+        if dice:
+            xs.append(p.signals[signal])
+            ys.append(sum(dice) / len(dice))
+    return _monotone_fit(xs, ys)
+
+
+def _image_factor(
+    points: list[CalibrationPoint], signal: str, knots: list[tuple[float, float]], image: str
+) -> float | None:
+    """How much more (> 1) or less Dice ``image`` loses than the pooled fit: ratio of sums."""
+    lost, pooled = 0.0, 0.0
+    for p in points:
+        base = 1.0 - _interpolate(knots, p.signals[signal])
+        if image in p.image_dice and base >= _MIN_LOSS:
+            lost += 1.0 - p.image_dice[image]
+            pooled += base
+    return max(lost, 1e-3) / pooled if pooled > 0 else None
+
+
+def _exponent(logs: list[tuple[float, float]]) -> float | None:
+    """β of log factor = β · log(complexity / reference), least squares through the origin."""
+    zz = sum(z * z for z, _ in logs)
+    return sum(z * y for z, y in logs) / zz if zz > 1e-12 else None
+
+
+def _fit_measure(points, signal, images, complexity, measure):  # noqa: ANN001, ANN202
+    """(reference, β) of one measure on ``images``, or None when it cannot be fitted."""
+    values = {i: float(complexity[i][measure]) for i in images}
+    if min(values.values()) <= 0:
+        return None
+    reference = math.exp(sum(math.log(v) for v in values.values()) / len(values))
+    knots = _pooled_knots(points, signal, images)
+    logs = []
+    for image in images:
+        factor = _image_factor(points, signal, knots, image)
+        if factor is not None:
+            logs.append((math.log(values[image] / reference), math.log(factor)))
+    beta = _exponent(logs) if len(logs) >= 2 else None
+    return None if beta is None else (reference, beta)
+
+
+def _adjusted(base: float, value: float, reference: float, beta: float) -> float:
+    return min(1.0, max(0.0, 1.0 - (1.0 - base) * (value / reference) ** beta))
+
+
+def fit_complexity(calibration: Calibration) -> dict:
+    """The complexity mapping: ``measure`` ("" when none helps), ``exponent``, ``reference``,
+    the leave-one-image-out error of each measure and of the pooled fit alone (``none``), and
+    why no measure was chosen."""
+    images = [i for i in calibration.images if i in calibration.image_complexity]
+    measures = [  # the measures every image has, in the order they were recorded
+        m
+        for m in (calibration.image_complexity[images[0]] if images else {})
+        if all(m in calibration.image_complexity[i] for i in images)
+    ]
+    points = [p for p in calibration.points if all(i in p.image_dice for i in images)]
+    if len(images) < MIN_COMPLEXITY_IMAGES or len(points) < 3:
+        return {
+            "measure": "",
+            "reason": f"calibrated on {len(images)} image(s) with complexity; "
+            f"≥ {MIN_COMPLEXITY_IMAGES} are needed to relate complexity to the loss",
+        }
+    signal = calibration.chosen_signal
+    errors: dict[str, float] = {}
+    for measure in ("none", *measures):
+        per_image = []
+        for left_out in images:
+            rest = [i for i in images if i != left_out]
+            knots = _pooled_knots(points, signal, rest)
+            fitted = (
+                None
+                if measure == "none"
+                else _fit_measure(points, signal, rest, calibration.image_complexity, measure)
+            )
+            if measure != "none" and fitted is None:
+                break
+            value = float(calibration.image_complexity[left_out].get(measure, 0) or 0)
+            for p in points:
+                base = _interpolate(knots, p.signals[signal])
+                guess = base if fitted is None else _adjusted(base, value, *fitted)
+                per_image.append(abs(guess - p.image_dice[left_out]))
+        else:
+            errors[measure] = sum(per_image) / len(per_image)
+    best = min(errors, key=lambda m: errors[m])
+    result: dict = {"errors": errors, "none_error": errors["none"]}
+    if best == "none":
+        return {
+            **result,
+            "measure": "",
+            "reason": "no complexity measure predicted the "
+            "left-out images better than the pooled fit",
+        }
+    reference, beta = _fit_measure(points, signal, images, calibration.image_complexity, best)
+    return {
+        **result,
+        "measure": best,
+        "reference": reference,
+        "exponent": beta,
+        "error": errors[best],
+    }
 
 
 @dataclass
@@ -150,16 +276,27 @@ class Prediction:
     error: float  # the calibration's leave-one-out mean absolute error
     signal: str
     inside_measured_range: bool
+    complexity_measure: str = ""  # set when the image's complexity adjusted the prediction
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def predict(calibration: Calibration, signals: dict[str, float]) -> Prediction:
+def predict(
+    calibration: Calibration, signals: dict[str, float], complexity: dict | None = None
+) -> Prediction:
+    """The agreement for ``signals``; for one image's ``complexity`` (its measures), adjusted
+    by the calibration's complexity mapping when it has one."""
     signal = calibration.chosen_signal
     xs = [p.signals[signal] for p in calibration.points]
     knots = _monotone_fit(xs, [p.mean_dice for p in calibration.points])
     x = signals[signal]
-    return Prediction(
-        _interpolate(knots, x), calibration.leave_one_out_error, signal, min(xs) <= x <= max(xs)
-    )
+    base = _interpolate(knots, x)
+    inside = min(xs) <= x <= max(xs)
+    mapping = calibration.complexity or {}
+    measure = mapping.get("measure", "")
+    if complexity is None or not measure or not complexity.get(measure):
+        return Prediction(base, calibration.leave_one_out_error, signal, inside)
+    value = float(complexity[measure])
+    adjusted = _adjusted(base, value, mapping["reference"], mapping["exponent"])
+    return Prediction(adjusted, mapping["error"], signal, inside, measure)

@@ -289,12 +289,14 @@ def plan_network(
     budget: float,
     in_channels: int = 1,
     rank_floor: int = DEFAULT_RANK_FLOOR,
+    spectra: list[LayerSpectrum] | None = None,
 ) -> Plan:
     """A plan for ``network`` (with its weights) within ``budget`` (``params``: parameters of
-    the whole network; ``gflops``: GFLOPs of one patch)."""
+    the whole network; ``gflops``: GFLOPs of one patch). ``spectra``: the network's layer
+    spectra when already measured (a search over budgets measures them once)."""
     from .counting import count_network
 
-    spectra = layer_spectra(network, patch_size, in_channels)
+    spectra = spectra or layer_spectra(network, patch_size, in_channels)
     original = count_network(network, patch_size, in_channels)
     full = {s.name: (s.in_channels, s.out_channels) for s in spectra}
     factorized = sum(_cost(s, budget_kind, *full[s.name]) for s in spectra)

@@ -1,7 +1,8 @@
 """`plan --calibrate CT …`: how agreement follows the ranks, measured on the user's own CTs.
 
 One-DF and planned models at several sizes are segmented beside the original (the `curves`
-measurement); each point keeps its mean Dice over the images and the signals of its ranks, and
+measurement); each point keeps its mean Dice over the images (and per image) and the signals of
+its ranks, each image its complexity (one low-resolution pass), and
 `engine/agreement_prediction.py` fits them. Done once per checkpoint; the cache keeps it.
 """
 
@@ -28,6 +29,7 @@ def measure_calibration(
     from ..engine.planner import layer_spectra
     from ..ts.model_folder import open_model_folder
     from .curves import compression_curves, curve_model_folder
+    from .image_complexity_run import image_complexity
 
     made: dict[tuple[str, float], Path] = {}
     points = compression_curves(
@@ -48,14 +50,23 @@ def measure_calibration(
     for (method, share), path in made.items():
         layers = json.loads((Path(path) / "manifest.json").read_text())["layers"]
         ranks = {layer["name"]: (layer["rank_in"], layer["rank_out"]) for layer in layers}
-        dice = [p.mean_dice for p in points if (p.method, p.removed) == (method, share)]
-        dice = [d for d in dice if d is not None]
-        if not dice:  # the original found none of the model's structures in any image
+        per_image = {
+            Path(p.image).name: p.mean_dice
+            for p in points
+            if (p.method, p.removed) == (method, share) and p.mean_dice is not None
+        }
+        if not per_image:  # the original found none of the model's structures in any image
             continue
         params = next(p.params for p in points if (p.method, p.removed) == (method, share))
+        dice = list(per_image.values())
         calibration_points.append(
             CalibrationPoint(
-                method, share, params, sum(dice) / len(dice), rank_signals(spectra, ranks)
+                method,
+                share,
+                params,
+                sum(dice) / len(dice),
+                rank_signals(spectra, ranks),
+                per_image,
             )
         )
     if len(calibration_points) < 3:
@@ -63,10 +74,17 @@ def measure_calibration(
             f"the original {model} model found none of its structures in these images: "
             "calibrate on CTs that show them"
         )
+    complexity = {
+        Path(image).name: image_complexity(
+            Path(image), work / f"complexity-{k}", weights_dir, device
+        ).to_json()
+        for k, image in enumerate(images)
+    }
     return calibrate(
         model,
         folder.checkpoint_sha256(),
         rank_floor,
         [Path(image).name for image in images],
         calibration_points,
+        complexity,
     )
