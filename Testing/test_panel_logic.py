@@ -352,3 +352,30 @@ def test_another_task_runs_through_the_panel(phantom_3mm, isolated_home, tmp_pat
     result = run.load()
     assert "body_trunc" in _segment_names(result.compressed)
     assert result.compressed.GetName() == "Phantom CT TuckerSegment body DF 0.3"
+
+
+def test_fit_my_budget_plans_each_model_and_loads_under_its_budget(
+    phantom_3mm, isolated_home, tmp_path
+):
+    """ "Fit my budget" replaces the DF (and any DF per expert) by `segment --max-params`: the
+    CLI plans the ranks for that share of the parameters; the result is named by the budget."""
+    import json
+
+    from TuckerSegmentLib.panel.model_size import ModelSizes
+
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    request = _request(volume, max_params=0.2, df=0.5, expert_df="organs=0.4")
+    args = request.cli_args(Path("ct.nii.gz"), Path("r.seg.nrrd"))
+    assert args[args.index("--max-params") + 1] == "20%"
+    assert "--df" not in args and "--expert-df" not in args
+    run = SegmentationRun(scene, request, sys.executable, isolated_home, tmp_path)
+    assert run.wait(timeout=600) == 0, "\n".join(run.log)
+    sidecar = json.loads((run.folder / "result.json").read_text())
+    model = sidecar["models"]["3mm"]
+    assert model["params"] <= 0.2 * model["params_original"]
+    result = run.load()
+    assert result.compressed.GetName() == "Phantom CT TuckerSegment plan 20%"
+    assert "liver" in _segment_names(result.compressed)
+    text = ModelSizes().budget_text(True, 0.2)
+    assert text.startswith("at most 3.31 M parameters (20% of 16.55 M)")

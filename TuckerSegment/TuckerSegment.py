@@ -116,6 +116,8 @@ if VERSION_PROBLEM is None:
         expertDf: str = ""
         fineTunedModels: str = ""  # `tucker-segment finetune` outputs, separated by ";"
         statistics: bool = False
+        fitBudget: bool = False  # planned ranks for a share of the parameters instead of the DF
+        budgetPercent: Annotated[float, WithinRange(1.0, 100.0)] = 15.0
         roiSubset: str = ""  # not bound: the structure picker's checked names, space-separated
         recommendationApplied: bool = False  # not bound: the device recommendation, once
 
@@ -166,6 +168,8 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = TuckerSegmentLogic()
         self.ui.dfSlider.valueChanged.connect(self.updateModelSize)
+        self.ui.fitBudgetCheckBox.toggled.connect(self.updateModelSize)
+        self.ui.budgetSlider.valueChanged.connect(self.updateModelSize)
         self.ui.qualityComboBox.currentIndexChanged.connect(self.updateModelSize)
         self.ui.taskComboBox.currentIndexChanged.connect(self.updateModelSize)
         self.ui.rankFloorSpinBox.valueChanged.connect(self.updateModelSize)
@@ -278,10 +282,16 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         task = self.ui.taskComboBox.currentText or "total"
         self.ui.structureListWidget.enabled = task == "total"  # TS's --roi_subset: total only
         self.ui.structureSearchLineEdit.enabled = task == "total"
+        budget = self.ui.fitBudgetCheckBox.checked
+        self.ui.dfSlider.enabled = not budget  # one size control at a time
+        self.ui.budgetSlider.enabled = budget
         if task != "total":
             self.ui.modelSizeLabel.text = (
-                f"Task {task}: each network it runs is compressed as it loads (at the slider's "
-                "default: DF 0.5 for tasks the paper did not study, 0.3 for body)."
+                f"Task {task}: each network it runs is planned for "
+                f"{self.ui.budgetSlider.value:.0f}% of its parameters as it loads."
+                if budget
+                else f"Task {task}: each network it runs is compressed as it loads (at the "
+                "slider's default: DF 0.5 for tasks the paper did not study, 0.3 for body)."
             )
             return
         try:
@@ -289,6 +299,7 @@ class TuckerSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.qualityComboBox.currentIndex == 0,
                 self.ui.dfSlider.value,
                 self.ui.rankFloorSpinBox.value,
+                self.ui.budgetSlider.value / 100 if budget else None,
             )
         except Exception:  # torch missing or broken: no size until it is installed
             self.ui.modelSizeLabel.text = ""
@@ -465,11 +476,13 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return TuckerSegmentParameterNode(super().getParameterNode())
 
-    def modelSizeText(self, fast, df, rankFloor):
+    def modelSizeText(self, fast, df, rankFloor, budgetShare=None):
         from TuckerSegmentLib.panel.model_size import ModelSizes  # needs torch
 
         if self.sizes is None:
             self.sizes = ModelSizes()
+        if budgetShare is not None:
+            return self.sizes.budget_text(fast, budgetShare)
         return self.sizes.text(fast, df, rankFloor)
 
     def ensureDependencies(self):
@@ -518,6 +531,7 @@ class TuckerSegmentLogic(ScriptedLoadableModuleLogic):
             ),
             roi_subset=parse_subset(parameters.roiSubset) if total else (),
             statistics=parameters.statistics,
+            max_params=parameters.budgetPercent / 100 if parameters.fitBudget else None,
         )
 
     def startRun(self, request):

@@ -39,6 +39,15 @@ class ModelSizes:
             params0, flops0 = params0 + table.params, flops0 + table.flops
         return params, flops, params0, flops0
 
+    def budget_text(self, fast: bool, share: float) -> str:
+        """What "fit my budget" promises before the run: the planner spends at most this share
+        of each model's parameters where it keeps the most kernel energy (ranks per layer)."""
+        params0 = sum(table.params for table in self.tables(fast))
+        return (
+            f"at most {share * params0 / 1e6:.2f} M parameters ({share:.0%} of "
+            f"{params0 / 1e6:.2f} M): ranks planned per layer where they keep the most"
+        )
+
     def text(self, fast: bool, df: float, rank_floor: int) -> str:
         params, flops, params0, flops0 = self.totals(fast, df, rank_floor)
         if params == params0:

@@ -43,13 +43,16 @@ class RunRequest:
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset (structure_picker.py)
     task: str = "total"  # TS's --task
     statistics: bool = False  # TS's --statistics, shown as a table
+    max_params: float | None = None  # "fit my budget": this share of each model's parameters
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""
         from ..engine.fidelity import is_default_df
 
         args = ["segment", "-i", str(ct), "-o", str(result)]
-        if not is_default_df(self.df):  # at the default, each model runs at its own default DF
+        if self.max_params is not None:  # planned ranks instead of one DF
+            args += ["--max-params", f"{self.max_params * 100:g}%"]
+        elif not is_default_df(self.df):  # at the default, each model runs at its own default DF
             args += ["--df", f"{self.df:g}"]
         args += ["--device", self.device, "--precision", self.precision]
         args += ["--rank-floor", str(self.rank_floor), "--method", self.method]
@@ -58,7 +61,7 @@ class RunRequest:
             args.append("--fast")
         if self.compare:
             args.append("--compare")
-        if self.expert_df:
+        if self.expert_df and self.max_params is None:
             args += ["--expert-df", self.expert_df]
         if self.weights_dir:
             args += ["--weights-dir", self.weights_dir]
@@ -178,6 +181,8 @@ def load_run_folder(
     sidecar = json.loads((folder / "result.json").read_text())
     dfs = sorted({m["df"] for m in sidecar["models"].values()})
     label = "DF " + "/".join(f"{df:g}" for df in dfs)
+    if request.max_params is not None:  # planned ranks: the budget says what was asked
+        label = f"plan {request.max_params:.0%}"
     if request.task != "total":
         label = f"{request.task} {label}"
     compressed = load_segmentation(
