@@ -1,11 +1,12 @@
 """A planned network against one DF for all layers at the same parameter count, on the test
 models: mean Dice with the original networks (over the model's structures present) on held-out
 phantoms, through TS's pipeline (`segment --plan` vs `segment --df`), and the plan's predicted
-agreement (calibrated with `plan --calibrate` on other phantoms) beside the measured one. Prints a
-table and writes a CSV.
+agreement (calibrated with `plan --calibrate` on other phantoms) beside the measured one — per
+held-out phantom too, adjusted for its complexity (`plan --image`) when the calibration relates
+complexity to the loss (three or more calibration phantoms). Prints a table and writes a CSV.
 
     .venv/bin/python Testing/plan_vs_uniform.py [--budgets 3mm=25,3mm=15,3mm=8,organs=15]
-        [--rank-floor 4] [--calibration-seeds 901 902] [-o plan-vs-uniform.csv]
+        [--rank-floor 4] [--calibration-seeds 901 902 904 905] [-o plan-vs-uniform.csv]
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ def calibration_cts(model: str, seeds: list[int], tmp: Path) -> list[str]:
     return paths
 
 
+def eval_cts(model: str, tmp: Path) -> dict[int, str]:
+    """The held-out phantoms as files, for `plan --image`."""
+    import nibabel as nib
+    from TuckerSegmentLib.demo.phantom import make_phantom
+
+    paths = {}
+    for seed in EVAL_SEEDS:
+        path = tmp / f"eval-{model}-{seed}.nii.gz"
+        ct, _ = make_phantom(seed, spacing=3.0 if model == "3mm" else 1.5).to_nifti()
+        nib.save(ct, path)
+        paths[seed] = str(path)
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="3mm=25,3mm=15,3mm=8,organs=15")
@@ -118,6 +133,8 @@ def main() -> int:
                     "-o",
                     str(plan_path),
                     *calibrate,
+                    "--image",
+                    *eval_cts(model, tmp).values(),
                 ]
             )
             assert code == 0
@@ -148,6 +165,23 @@ def main() -> int:
                 "predicted_agreement": (plan["predicted_agreement"] or {}).get("mean_dice"),
                 "prediction_error": (plan["predicted_agreement"] or {}).get("error"),
             }
+            per_image = plan.get("images", {})
+            guesses = [
+                (per_image.get(f"eval-{model}-{s}.nii.gz", {}).get("predicted_agreement") or {})
+                for s in EVAL_SEEDS
+            ]
+            if all(g.get("mean_dice") is not None for g in guesses):
+                row["per_image_measured"] = [round(v, 4) for v in planned]
+                row["per_image_predicted"] = [round(g["mean_dice"], 4) for g in guesses]
+                row["per_image_adjusted_by"] = guesses[0].get("complexity_measure", "")
+                row["per_image_error"] = float(
+                    np.mean(
+                        [abs(g["mean_dice"] - v) for g, v in zip(guesses, planned, strict=True)]
+                    )
+                )
+                row["pooled_error"] = float(
+                    np.mean([abs(row["predicted_agreement"] - v) for v in planned])
+                )
             best_uniform = max(row["uniform_agreement_below"], row["uniform_agreement_above"])
             row["gain"] = row["planned_agreement"] - best_uniform
             rows.append(row)
@@ -160,11 +194,19 @@ def main() -> int:
                     f"; predicted {row['predicted_agreement']:.3f} ± {row['prediction_error']:.3f}"
                     if row["predicted_agreement"] is not None
                     else ""
+                )
+                + (
+                    f"; per phantom measured {row['per_image_measured']}, predicted "
+                    f"{row['per_image_predicted']} (adjusted by "
+                    f"{row['per_image_adjusted_by'] or 'nothing'}): error "
+                    f"{row['per_image_error']:.3f} vs pooled {row['pooled_error']:.3f}"
+                    if "per_image_error" in row
+                    else ""
                 ),
                 flush=True,
             )
     with open(args.output, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return 0
