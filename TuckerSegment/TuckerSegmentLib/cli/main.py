@@ -255,6 +255,19 @@ def parameter_share(text: str) -> float:
         ) from None
 
 
+def add_layer_policy_options(p: argparse.ArgumentParser) -> None:
+    """--layer-policy and its shortcut --latency (segment, batch and benchmark alike)."""
+    p.add_argument(
+        "--layer-policy",
+        choices=("auto", "default", "latency"),
+        default="auto",
+        help="which convs get Tucker blocks: latency = each block only where it is faster on this "
+        "device (timed once, cached); default = every conv but the heads; auto (default) = "
+        "latency on a GPU, default on the CPU",
+    )
+    p.add_argument("--latency", action="store_true", help="the same as --layer-policy latency")
+
+
 def add_factorization_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--rank-floor, --method and --paper: how each conv is factorized (segment, batch and
     tucker-totalsegmentator alike)."""
@@ -342,15 +355,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="instead of one DF: each model's per-layer ranks planned (`plan`, kept energy) for "
         "this share of its parameters, e.g. 15%%; the plans and models are cached",
     )
-    p.add_argument(
-        "--layer-policy",
-        choices=("auto", "default", "latency"),
-        default="auto",
-        help="which convs get Tucker blocks: latency = each block only where it is faster on this "
-        "device (timed once, cached); default = every conv but the heads; auto (default) = "
-        "latency on a GPU, default on the CPU",
-    )
-    p.add_argument("--latency", action="store_true", help="the same as --layer-policy latency")
+    add_layer_policy_options(p)
     p.add_argument(
         "--device",
         default="auto",
@@ -929,13 +934,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="fp32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--patch", type=int, nargs=3, help="patch size (default: TS's)")
-    p.add_argument(
-        "--layer-policy",
-        choices=("auto", "default", "latency"),
-        default="auto",
-        help="as segment's: auto (default) = latency on a GPU, default on the CPU",
-    )
-    p.add_argument("--latency", action="store_true", help="the same as --layer-policy latency")
+    add_layer_policy_options(p)
     _add_speed_options(p, benchmark=True)
     p.add_argument("-o", "--output", help="write the rows as CSV")
     p.add_argument("--json", action="store_true")
