@@ -145,6 +145,13 @@ def run_plan(args: argparse.Namespace) -> int:
             f"--calibrate/--verify CT: segmenting is for {', '.join(_curve_models())}"
         )
     folder = open_model_folder(model_folder(args.model, weights))
+    if args.min_agreement is not None and not args.calibrate:  # before any segmenting
+        from ..storage.calibration_file import find_calibration
+
+        if find_calibration(folder.checkpoint_sha256(), folder.path) is None:
+            raise TuckerSegmentError(
+                "--min-agreement needs this checkpoint's agreement calibration: add --calibrate CT"
+            )
     network = folder.load_network("cpu")
     spec = folder.spec
     original = count_network(network, spec.patch_size, spec.input_channels)

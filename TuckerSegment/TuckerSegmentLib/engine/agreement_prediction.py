@@ -10,9 +10,9 @@ with the prediction: a prediction without its error would promise too much.
 
 Images differ in how much compression costs them (arXiv 2107.02927 maps a dataset's complexity
 to that cost). With three or more calibration images, each image's loss of Dice relative to the
-pooled fit is related to one complexity measure (pipeline/image_complexity.py) by a power law,
-loss_image = loss_pooled × (complexity / reference)^β (the measures are the calibration's own
-records, pipeline/image_complexity.py); the measure is chosen by leaving one image out, and only
+pooled fit is related to one complexity measure (the calibration's own records, made by
+pipeline/image_complexity.py) by a power law, loss_image = loss_pooled × (complexity /
+reference)^β; the measure is chosen by leaving one image out, and only
 kept when it predicts the left-out images better than the pooled fit alone.
 """
 
@@ -247,7 +247,8 @@ def fit_complexity(calibration: Calibration) -> dict:
             value = float(calibration.image_complexity[left_out].get(measure, 0) or 0)
             for p in points:
                 base = _interpolate(knots, p.signals[signal])
-                guess = base if fitted is None else _adjusted(base, value, *fitted)
+                usable = fitted is not None and value > 0  # a zero measure has no power
+                guess = _adjusted(base, value, *fitted) if usable else base
                 per_image.append(abs(guess - p.image_dice[left_out]))
         else:
             errors[measure] = sum(per_image) / len(per_image)
