@@ -248,6 +248,9 @@ def _flat_image(folder: Path) -> None:
         (["--fold", "3"], "--fold 3: nnU-Net's folds are 0-4 and need at least five cases"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--df", "1.5"], "DF"),
+        (["--stamp", "100%"], "--stamp: the share of parameters to keep"),
+        (["--stamp", "50%", "--stamp-every", "0"], "--stamp-every, --stamp-filters: at least 1"),
+        (["--stamp", "50%", "--start-from", "x"], "--stamp prunes the installed original"),
     ],
 )
 def test_bad_options_are_refused(args, message, tiny_dataset, tmp_path, cli):
@@ -410,3 +413,56 @@ def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(tiny_dataset, tmp_pa
     )
     assert refused.returncode == 1
     assert "was not made from the installed 3mm model's weights" in refused.stderr
+
+
+def test_stamp_ranks_and_drops_as_the_reference_does():
+    """Scores normalised per layer, the lowest of the whole network chosen (never below the
+    channel floor); the weakest layer gets the largest dropout probability, 0.1."""
+    from TuckerSegmentLib.ts.trainers.nnUNetTrainerSTAMP import drop_probabilities, lowest_filters
+
+    scores = {"a": torch.tensor([0.1, 0.9, 0.2, 0.8]), "b": torch.tensor([0.5, 0.5, 0.6])}
+    assert lowest_filters(scores, 2, 1) == {"a": [0, 2]}
+    assert lowest_filters(scores, 5, 3) == {"a": [0]}  # b has 3 channels: at the floor
+    drop = drop_probabilities(scores)
+    assert drop["a"] == pytest.approx(0.1) or drop["b"] == pytest.approx(0.1)
+    weakest = min(scores, key=lambda n: float(scores[n].mean()))
+    assert drop[weakest] == pytest.approx(0.1)
+    assert all(0 < p <= 0.1 + 1e-12 for p in drop.values())
+
+
+def test_stamp_prunes_while_training_and_the_result_segments(
+    tiny_dataset, tmp_path, isolated_home, phantom_files
+):
+    """`finetune --stamp`: nnU-Net's trainer trains the original network and removes the
+    lowest-ranked filters for real after every epoch (Torch-Pruning); the result is a smaller
+    network in the compressed-model format with its shapes and STAMP record, loads with
+    weights_only and segments through TS's pipeline."""
+    from TuckerSegmentLib.storage.compressed_format import load_compressed
+    from TuckerSegmentLib.ts.model_folder import open_model_folder
+
+    env = {**os.environ, **isolated_home}
+    out = tmp_path / "stamp"
+    command = _command(tiny_dataset, out) + ["--stamp", "90%", "--stamp-filters", "6"]
+    command += ["--stamp-margin", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    network, manifest = load_compressed(out)
+    prune = manifest.extra["prune"]
+    assert prune["method"] == "stamp" and prune["structured"]
+    params = manifest.extra["params"]
+    assert params["compressed"] < params["original"]
+    from TuckerSegmentLib.engine.counting import count_network
+
+    spec = manifest.spec
+    assert params["compressed"] == count_network(network, spec.patch_size).params
+    folder = next(MODELS.glob("Dataset297*/*__3d_fullres"))
+    original = open_model_folder(folder).load_network("cpu")
+    before = {n: m.out_channels for n, m in original.named_modules() if hasattr(m, "out_channels")}
+    after = {n: m.out_channels for n, m in network.named_modules() if hasattr(m, "out_channels")}
+    removed = sum(before[n] - after[n] for n in before)
+    assert removed > 0 and removed % 6 == 0  # whole removals of the lowest six
+    assert "STAMP" in manifest.extra["finetune"]["trainer"]
+    seg = tmp_path / "seg.nii.gz"
+    ran = run_segment(phantom_files[0], seg, "--fast", "--compressed-model", str(out), env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(seg.with_name("seg.json").read_text())["models"]["3mm"]["cache"] == "given"

@@ -728,6 +728,22 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         "decomposition at --df: a planned (`compress --plan`), "
         "pruned (`prune`, also --structured) or fine-tuned model folder",
     )
+    p.add_argument(
+        "--stamp",
+        type=parameter_share,
+        metavar="PERCENT",
+        help="STAMP instead of Tucker: prune the original network while it trains (filters "
+        "ranked by their activations, targeted dropout, the lowest removed for real) until this "
+        "share of its parameters is left, e.g. 50%%",
+    )
+    p.add_argument("--stamp-every", type=int, default=1, help="epochs between removals")
+    p.add_argument("--stamp-filters", type=int, default=4, help="filters removed each time")
+    p.add_argument(
+        "--stamp-margin",
+        type=float,
+        default=0.05,
+        help="stop pruning when validation Dice falls this far below its best",
+    )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
     p.set_defaults(run=_run_finetune)
@@ -762,6 +778,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         augmentation=args.augmentation,
         foreground_oversampling=args.foreground_oversampling,
         start_from=Path(args.start_from) if args.start_from else None,
+        stamp_target=args.stamp,
+        stamp_every=args.stamp_every,
+        stamp_filters=args.stamp_filters,
+        stamp_margin=args.stamp_margin,
     )
     real_stdout = sys.stdout
     if args.progress == "json":
@@ -775,6 +795,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     record = manifest["finetune"]
     dice = record.get("final_validation_dice")
     start = f"from {args.start_from}" if args.start_from else f"DF {record['df']:g}"
+    if args.stamp is not None:
+        params = manifest["params"]
+        start = f"STAMP to {params['compressed']:,} of {params['original']:,} parameters"
     print(
         f"wrote {args.output}: {args.model} {start}, {record['steps']} steps in "
         f"{record['seconds']:.0f} s; validation Dice "

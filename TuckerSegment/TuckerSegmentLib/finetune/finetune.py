@@ -27,7 +27,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
 from ..pipeline.progress import Progress
-from ..ts.training import TRAINERS
+from ..ts.training import STAMP_TRAINERS, TRAINERS
 from .dataset_check import DatasetSummary, check_dataset
 
 # The authors' fine-tuning (ClinicalDataScience/tucker-cnn, configs/finetune_baseline.yml)
@@ -66,6 +66,16 @@ class FinetuneOptions:
     augmentation: str = "nnunet"  # nnU-Net's data augmentation, or "none" (nnUNetTrainerNoDA's)
     foreground_oversampling: float | None = None  # nnU-Net's share of foreground patches (0.33)
     start_from: Path | None = None  # a compressed model folder (planned, pruned, fine-tuned)
+    stamp_target: float | None = None  # STAMP: prune the original to this share of parameters
+    stamp_every: int = 1  # epochs between removals (the reference's pruning frequency)
+    stamp_filters: int = 4  # filters removed each time, the lowest-ranked of the network
+    stamp_margin: float = 0.05  # stop pruning when validation Dice falls this far below its best
+    stamp_min_channels: int = 4  # never fewer channels in a layer
+
+    @property
+    def trainer(self) -> str:
+        """nnU-Net's trainer class for these options (ts/trainers/)."""
+        return (STAMP_TRAINERS if self.stamp_target is not None else TRAINERS)[self.augmentation]
 
 
 @dataclass
@@ -192,6 +202,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
     )
     fold = _fold(options, len(summary.cases))
+    stamp = _stamp_settings(options, model)
     start = _start_model(options, file_sha256(model.checkpoint))
     settings = {
         "model": options.model,
@@ -210,6 +221,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "augmentation": options.augmentation,
         "foreground_oversampling": options.foreground_oversampling,
         **start,
+        **stamp,
     }
     work = work_folder(output)
     resume = False
@@ -226,6 +238,31 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
             )
         resume = True
     return FinetunePlan(options, folder, compression, summary, fold, device, work, resume, settings)
+
+
+def _stamp_settings(options: FinetuneOptions, model: Any) -> dict[str, Any]:
+    """STAMP's settings (ts/trainers/nnUNetTrainerSTAMP.py), checked; {} without --stamp."""
+    if options.stamp_target is None:
+        return {}
+    if not 0 < options.stamp_target < 1:
+        raise TuckerSegmentError("--stamp: the share of parameters to keep, e.g. 50%")
+    if options.start_from is not None:
+        raise TuckerSegmentError("--stamp prunes the installed original network: drop --start-from")
+    if options.stamp_every < 1 or options.stamp_filters < 1 or options.stamp_min_channels < 1:
+        raise TuckerSegmentError("--stamp-every, --stamp-filters: at least 1")
+    if not 0 <= options.stamp_margin <= 1:
+        raise TuckerSegmentError("--stamp-margin: a Dice difference between 0 and 1")
+    original = sum(p.numel() for p in model.spec.build("meta").parameters())
+    return {
+        "stamp": {
+            "target_share": options.stamp_target,
+            "every": options.stamp_every,
+            "filters": options.stamp_filters,
+            "margin": options.stamp_margin,
+            "min_channels": options.stamp_min_channels,
+            "original_params": original,
+        }
+    }
 
 
 def _start_model(options: FinetuneOptions, base_sha256: str) -> dict[str, str]:
@@ -295,9 +332,19 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
     final = fold_folder / "checkpoint_final.pth"
     model = open_model_folder(plan.model_folder)
     start = plan.settings.get("start_model")
+    stamp = plan.settings.get("stamp")
+    shapes = None
     if start:  # the compressed model the trainer started from, its structure and settings
         network, started = load_compressed(start)
         layers, compression = started.layers, started.settings
+    elif stamp:  # the original, with the channels STAMP left (recorded beside the checkpoint)
+        from ..engine.prune import reshape_modules
+        from ..ts.trainers.nnUNetTrainerSTAMP import shapes_file
+
+        network = model.load_network("cpu")
+        shapes = json.loads(shapes_file(str(final)).read_text())
+        reshape_modules(network, shapes)
+        layers, compression, started = [], CompressionSettings(df=1.0), None
     else:
         network = model.load_network("cpu")  # the same decomposition the trainer started from
         layers = compress_network(network, plan.compression, decompose=True)
@@ -312,6 +359,26 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
     inherited = {}  # what the started-from model's manifest says of its structure
     if started is not None:
         inherited = {k: v for k, v in started.extra.items() if k != "finetune"}
+    elif stamp:
+        from ..engine.counting import count_network
+
+        spec = model.spec
+        before = count_network(spec.build("meta"), spec.patch_size, spec.input_channels)
+        after = count_network(network, spec.patch_size, spec.input_channels)
+        inherited = {
+            "params": {"original": before.params, "compressed": after.params},
+            "gflops_per_patch": {"original": before.gflops, "compressed": after.gflops},
+            "prune": {
+                "method": "stamp",
+                "ratio": round(1 - after.params / before.params, 4),  # of parameters, removed
+                "structured": True,
+                "target_share": stamp["target_share"],
+                "every_epochs": stamp["every"],
+                "filters_per_removal": stamp["filters"],
+                "dice_margin": stamp["margin"],
+                "shapes": shapes,
+            },
+        }
     else:
         before, after = count_original_and_compressed(model.spec, layers)
         inherited = {
@@ -328,7 +395,7 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
             "source_model": plan.model_folder.name,
             "model": options.model,
             "finetune": {
-                "trainer": f"{TRAINERS[options.augmentation]} (nnU-Net's nnUNetTrainer)",
+                "trainer": f"{options.trainer} (nnU-Net's nnUNetTrainer)",
                 "augmentation": options.augmentation,
                 "foreground_oversampling": options.foreground_oversampling,
                 "base_checkpoint_sha256": plan.settings["base_checkpoint_sha256"],
@@ -454,9 +521,7 @@ def finetune(options: FinetuneOptions, progress: Progress | None = None) -> dict
     plan = plan_finetune(options)
     progress = progress or Progress(options.progress)
     workers = _augmentation_workers(options)
-    layout = TrainingLayout(
-        plan.work, dataset_name_of(plan.model_folder), TRAINERS[options.augmentation]
-    )
+    layout = TrainingLayout(plan.work, dataset_name_of(plan.model_folder), options.trainer)
     plan.work.mkdir(parents=True, exist_ok=True)
     (plan.work / "settings.json").write_text(json.dumps(plan.settings, indent=2))
     dataset = Path(options.dataset)

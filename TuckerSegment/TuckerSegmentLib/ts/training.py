@@ -29,6 +29,8 @@ from .environment import environment_variables
 # nnU-Net's data augmentation ("nnunet", its default pipeline without mirroring) or none (its own
 # nnUNetTrainerNoDA: the validation transforms only) -> the trainer class in ts/trainers/
 TRAINERS = {"nnunet": "nnUNetTrainerTucker", "none": "nnUNetTrainerTuckerNoDA"}
+# `finetune --stamp`: STAMP's pruning while training the original network (same augmentations)
+STAMP_TRAINERS = {"nnunet": "nnUNetTrainerSTAMP", "none": "nnUNetTrainerSTAMPNoDA"}
 PLANS_IDENTIFIER = "tuckersegmentPlans"
 CONFIGURATION = "3d_fullres"
 TRAINERS_FOLDER = Path(__file__).resolve().parent / "trainers"
