@@ -434,9 +434,10 @@ def test_stamp_prunes_while_training_and_the_result_segments(
     tiny_dataset, tmp_path, isolated_home, phantom_files
 ):
     """`finetune --stamp`: nnU-Net's trainer trains the original network and removes the
-    lowest-ranked filters for real after every epoch (Torch-Pruning); the result is a smaller
-    network in the compressed-model format with its shapes and STAMP record, loads with
-    weights_only and segments through TS's pipeline."""
+    lowest-ranked filters for real after every epoch (Torch-Pruning); killed after a removal it
+    resumes with the pruned shapes; the result is a smaller network in the compressed-model
+    format with its shapes and STAMP record, loads with weights_only and segments through TS's
+    pipeline."""
     from TuckerSegmentLib.storage.compressed_format import load_compressed
     from TuckerSegmentLib.ts.model_folder import open_model_folder
 
@@ -444,8 +445,19 @@ def test_stamp_prunes_while_training_and_the_result_segments(
     out = tmp_path / "stamp"
     command = _command(tiny_dataset, out) + ["--stamp", "90%", "--stamp-filters", "6"]
     command += ["--stamp-margin", "1"]
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    for line in first.stdout:  # killed in its second epoch: the first removal is saved
+        event = json.loads(line)
+        if event.get("kind") == "step" and event.get("epoch") == 1:
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait(timeout=120)
+    work = out.parent / f".{out.name}.finetune-work"
+    assert list(work.rglob("checkpoint_latest.pth.shapes.json")) and not out.exists()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]  # resumed with the pruned shapes
     network, manifest = load_compressed(out)
     prune = manifest.extra["prune"]
     assert prune["method"] == "stamp" and prune["structured"]
