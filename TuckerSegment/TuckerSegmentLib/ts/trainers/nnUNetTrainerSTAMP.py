@@ -34,7 +34,6 @@ import os
 from pathlib import Path
 
 import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
     nnUNetTrainerNoDA,
@@ -225,19 +224,13 @@ class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
         )
         network.to(self.device)
         self._scores = {}
+        # AdamW made afresh for the new parameters (the reference makes a fresh Adam too); the
+        # schedule sets each epoch's rate itself (nnU-Net steps it with the epoch number)
         self.optimizer, self.lr_scheduler = self.configure_optimizers()
         self.print_to_log_file(
             f"STAMP: removed {sum(len(i) for i in chosen.values())} filters; "
             f"{self._params():,} parameters"
         )
-
-    def configure_optimizers(self):  # noqa: ANN201
-        """AdamW made afresh (also after each removal), the schedule at the current epoch."""
-        optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay
-        )
-        schedule = PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.current_epoch)
-        return optimizer, schedule
 
     # --- checkpoints that remember the shapes -----------------------------------------------
 
