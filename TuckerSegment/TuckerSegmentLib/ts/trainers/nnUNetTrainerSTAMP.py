@@ -34,12 +34,15 @@ import os
 from pathlib import Path
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
     nnUNetTrainerNoDA,
 )
 
-from TuckerSegmentLib.ts.trainers.nnUNetTrainerTucker import finetune_settings, nnUNetTrainerTucker
+from TuckerSegmentLib.ts.trainers.nnUNetTrainerTucker import (
+    checkpoint_network,
+    finetune_settings,
+    nnUNetTrainerTucker,
+)
 
 INITIAL_DROP = 0.1 * 0.05  # the reference's starting probability
 MAX_DROP = 0.10  # the reference's base probability for the weakest layer
@@ -127,18 +130,13 @@ class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
         enable_deep_supervision: bool = True,
     ) -> torch.nn.Module:
         """nnU-Net's network with the TS checkpoint's weights: STAMP prunes the original."""
-        from TuckerSegmentLib.ts.model_folder import load_checkpoint_weights
-
-        network = nnUNetTrainer.build_network_architecture(
+        return checkpoint_network(
             plans_manager,
             configuration_manager,
             num_input_channels,
             num_output_channels,
             enable_deep_supervision,
         )
-        settings = finetune_settings(plans_manager.plans)
-        network.load_state_dict(load_checkpoint_weights(Path(settings["base_checkpoint"])))
-        return network
 
     # --- ranking and targeted dropout, on every block's output -------------------------------
 

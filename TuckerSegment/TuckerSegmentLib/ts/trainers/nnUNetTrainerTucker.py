@@ -44,6 +44,28 @@ def finetune_settings(plans: dict) -> dict:
         ) from None
 
 
+def checkpoint_network(
+    plans_manager,  # noqa: ANN001
+    configuration_manager,  # noqa: ANN001
+    num_input_channels: int,
+    num_output_channels: int,
+    enable_deep_supervision: bool,
+) -> torch.nn.Module:
+    """nnU-Net's network for the plans, with the installed TS checkpoint's weights."""
+    from TuckerSegmentLib.ts.model_folder import load_checkpoint_weights
+
+    network = nnUNetTrainer.build_network_architecture(
+        plans_manager,
+        configuration_manager,
+        num_input_channels,
+        num_output_channels,
+        enable_deep_supervision,
+    )
+    settings = finetune_settings(plans_manager.plans)
+    network.load_state_dict(load_checkpoint_weights(Path(settings["base_checkpoint"])))
+    return network
+
+
 class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's naming
     """TS's networks are trained without mirroring (its trainers are nnUNetTrainerNoMirroring
     and nnUNetTrainer_4000epochs_NoMirroring): left and right structures are different labels,
@@ -83,7 +105,6 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
         with ``start_model``, that compressed model (planned ranks, pruned channels, an earlier
         fine-tuning) as it was saved."""
         from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
-        from TuckerSegmentLib.ts.model_folder import load_checkpoint_weights
 
         settings = finetune_settings(plans_manager.plans)
         if settings.get("start_model"):
@@ -92,14 +113,13 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
             started, _ = load_compressed(settings["start_model"])
             started.decoder.deep_supervision = enable_deep_supervision  # its heads all exist
             return started
-        network = nnUNetTrainer.build_network_architecture(
+        network = checkpoint_network(
             plans_manager,
             configuration_manager,
             num_input_channels,
             num_output_channels,
             enable_deep_supervision,
         )
-        network.load_state_dict(load_checkpoint_weights(Path(settings["base_checkpoint"])))
         compression = CompressionSettings(**settings["compression"])
         compress_network(network, compression, decompose=True)
         return network
