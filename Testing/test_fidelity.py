@@ -71,7 +71,8 @@ def test_info_recommends_the_default_dfs_not_one_df_for_all():
 
 
 def _options(**kwargs) -> SegmentOptions:
-    return SegmentOptions(Path("ct.nii.gz"), Path("out.nii.gz"), **kwargs)
+    """Options as plan_run passes them on: the layer policy resolved (the CPU's)."""
+    return SegmentOptions(Path("ct.nii.gz"), Path("out.nii.gz"), policy="default", **kwargs)
 
 
 def test_full_mode_defaults_follow_the_floors():

@@ -63,7 +63,10 @@ class SegmentOptions:
 def model_settings(
     options: SegmentOptions, models: list[TSModel]
 ) -> dict[str, CompressionSettings | None]:
-    """Compression settings per model (None = run the original network, DF 1)."""
+    """Compression settings per model (None = run the original network, DF 1). The layer policy
+    must be resolved for the device first (plan_run: ``auto`` depends on it)."""
+    if options.policy == "auto":
+        raise ValueError("resolve the layer policy for the device before model_settings")
     names = [m.name for m in models]
     unknown = sorted(set(options.expert_df) - set(names))
     if unknown:
