@@ -100,27 +100,6 @@ def lowest_filters(
 class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
     """STAMP's pruning during nnU-Net's training of the original TS network."""
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        stamp = finetune_settings(self.plans_manager.plans)["stamp"]
-        self._every = int(stamp["every"])
-        self._filters = int(stamp["filters"])
-        self._target_share = float(stamp["target_share"])
-        self._margin = float(stamp["margin"])
-        self._min_channels = int(stamp["min_channels"])
-        self._original_params: int | None = None
-        self._scores: dict[str, torch.Tensor] = {}
-        self._drop: dict[str, float] = {}
-        self._pruning = True
-        self._hooks: list = []
-
     @staticmethod
     def build_network_architecture(
         plans_manager,  # noqa: ANN001
@@ -167,13 +146,21 @@ class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
         return hook
 
     def on_train_start(self) -> None:
+        """STAMP's settings (from the plans, like the Tucker trainer's) and a fresh ranking;
+        nnU-Net's own __init__ signature stays untouched."""
         super().on_train_start()
-        self._original_params = self._count_original()
+        stamp = finetune_settings(self.plans_manager.plans)["stamp"]
+        self._every = int(stamp["every"])
+        self._filters = int(stamp["filters"])
+        self._target_share = float(stamp["target_share"])
+        self._margin = float(stamp["margin"])
+        self._min_channels = int(stamp["min_channels"])
+        self._original_params = int(stamp["original_params"])
+        self._scores: dict[str, torch.Tensor] = {}
+        self._drop: dict[str, float] = {}
+        self._pruning = True
+        self._hooks: list = []
         self._attach()
-
-    def _count_original(self) -> int:
-        settings = finetune_settings(self.plans_manager.plans)
-        return int(settings["stamp"]["original_params"])
 
     def _params(self) -> int:
         return sum(p.numel() for p in _plain(self.network).parameters())
