@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import torch
 from conftest import GUARD_DIR, load_labels, run_segment
 from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
 from TuckerSegmentLib.runtime.openvino_runtime import FOLDER, openvino_network
+from TuckerSegmentLib.runtime.runtime_choice import PerRunChoice, best_for
 from TuckerSegmentLib.ts.architectures import builtin_spec
 
 CONVERT_IN_CHILD = r"""
@@ -109,6 +111,37 @@ def test_damaged_or_stale_conversions_are_rebuilt(compressed_3mm, tmp_path):
         assert torch.allclose(converted(x), other(x), rtol=1e-3, atol=1e-3)
 
 
+def test_openvino_converts_an_expert_deeper_than_the_3mm_network(tmp_path):
+    """TS's 1.5 mm experts halve five times: a 32³ tracing input left one voxel at the
+    bottleneck, where instance norm refuses it; the tracing size follows the encoder's strides."""
+    from TuckerSegmentLib.runtime.openvino_runtime import example_size
+
+    spec = builtin_spec("1.5mm")
+    network = spec.build("cpu", seed=0).eval()
+    compress_network(network, CompressionSettings(df=0.3))
+    assert example_size(network) == [64, 64, 64]
+    converted, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
+    assert not hit
+    x = torch.randn(1, 1, 64, 64, 96)
+    with torch.no_grad():
+        expected = network(x)
+    assert torch.allclose(
+        converted(x), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())
+    )
+
+
+def test_a_failed_conversion_is_one_line(tmp_path):
+    from TuckerSegmentLib.errors import TuckerSegmentError
+
+    class Untraceable(torch.nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN202
+            raise RuntimeError("no trace here\nand a second line")
+
+    with pytest.raises(TuckerSegmentError, match=r"^OpenVINO could not convert this network: no"):
+        openvino_network(Untraceable(), 1, 4, tmp_path)
+    assert not (tmp_path / FOLDER).exists(), "nothing half-written is left"
+
+
 @pytest.mark.parametrize("runtime", ["openvino", "auto"])
 def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated_home, tmp_path):
     outputs = {}
@@ -139,9 +172,13 @@ def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated
         assert first["runtime"] == "openvino" and second["openvino_conversion"] == "hit"
     else:
         assert first["runtime"] in ("fused", "openvino")
-        assert second["runtime_choice"]["measured"] is False
-        assert set(second["runtime_choice"]["ms_per_64_patch"]) == {"fused", "openvino"}
-        assert second["runtime"] == first["runtime"]
+        assert first["runtime_choice"]["measured"] and second["runtime_choice"]["measured"] is False
+        basis = second["runtime_choice"]
+        assert set(basis["ms_per_patch"]) == set(basis["first_ms"]) == {"fused", "openvino"}
+        manifest = json.loads((Path(second["cache_entry"]) / "manifest.json").read_text())
+        assert basis["patch"] == manifest["network"]["patch_size"]  # nnU-Net's patch
+        assert basis["patches"] >= 1
+        assert second["runtime"] == best_for(basis, basis["patches"])
 
 
 def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
@@ -152,14 +189,52 @@ def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
 
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder: the conversion cannot be saved under it")
-    spec = SimpleNamespace(input_channels=1, num_classes=4, name="tiny")
+    spec = SimpleNamespace(
+        input_channels=1,
+        num_classes=4,
+        name="tiny",
+        network_class_name="Sequential",
+        arch_kwargs={},
+        patch_size=[16, 16, 16],
+    )
     network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1)).eval()
     runtime, chosen, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
     assert runtime == "eager" and chosen is network
     assert basis["measured"] and "openvino_unavailable" in basis
-    assert set(basis["ms_per_64_patch"]) == {"eager"}
+    assert set(basis["ms_per_patch"]) == {"eager"} and basis["patch"] == [16, 16, 16]
     runtime, _, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
     assert runtime == "eager" and basis["measured"] is False  # recorded, not measured again
+
+
+def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones():
+    """OpenVINO's first pass of a process is the dear one, its later ones the cheap ones: one
+    patch and thirty choose differently, each image at its first patch, and the runtime not
+    chosen releases what it holds."""
+    record = {
+        "first_ms": {"fused": 2400, "openvino": 3500},
+        "ms_per_patch": {"fused": 1700, "openvino": 1200},
+    }
+    assert best_for(record, 1) == "fused" and best_for(record, 3) == "fused"  # 5800 < 5900 ms
+    assert best_for(record, 4) == "openvino" and best_for(record, 30) == "openvino"
+
+    class Candidate(torch.nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value, self.released = value, 0
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return x * 0 + self.value
+
+        def release(self) -> None:
+            self.released += 1
+
+    fused, openvino = Candidate(1.0), Candidate(2.0)
+    choice = PerRunChoice({"fused": fused, "openvino": openvino}, record)
+    x = torch.zeros(1, 1, 2, 2, 2)
+    choice.patches = lambda: 30
+    assert float(choice(x).max()) == 2.0 and choice.chosen == "openvino" and fused.released == 1
+    choice.patches = lambda: 1  # the next image (a warm worker): chosen again
+    assert float(choice(x).max()) == 1.0 and choice.chosen == "fused" and openvino.released == 1
 
 
 QUANTIZE_IN_CHILD = r"""

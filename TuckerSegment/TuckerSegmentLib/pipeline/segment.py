@@ -254,6 +254,10 @@ def _run_ts(
             f"{label}: patch {calls}/{predictor.windows or '?'}",
         )
         span(index / len(order), f"{label}: predicting")
+        for _, earlier in wrappers:  # TS runs one model at a time: free what the others hold
+            getattr(earlier.network, "release", lambda: None)()
+        if hasattr(wrapped.network, "patches"):  # a per-run runtime choice: this image's patches
+            wrapped.network.patches = lambda: predictor.windows
         wrappers.append((label, wrapped))
         threads.append(torch.get_num_threads())
 
@@ -517,7 +521,7 @@ def _prepare_model(
         runtime, network, basis = choose_runtime(
             network, cached.manifest.spec, cached.manifest.layers, cached.path, cache_root()
         )
-        info["runtime"] = runtime
+        info["runtime"] = runtime  # "per run": the run's patch count decides (updated after it)
         info["runtime_choice"] = basis
     elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
         from ..runtime.calibration import model_calibration
@@ -542,7 +546,7 @@ def _prepare_model(
         network,
         cached.manifest.layers,
         setting.method,
-        torch_network=cached.network if info["runtime"].startswith("openvino") else None,
+        torch_network=cached.network if network is not cached.network else None,
         given=given is not None,
     )
     extra = cached.manifest.extra
@@ -768,6 +772,16 @@ def _segment(plan: RunPlan, progress: Progress, scratch: Path, t0: float) -> dic
             scratch / "statistics.json" if options.statistics else None,
         )
         timings["segment_s"], timings["segment_network_s"] = run.pipeline_s, run.network_s
+        for folder, model in by_folder.items():  # what each per-run choice ran, for how many
+            network = getattr(prepared.get(folder), "network", None)
+            if getattr(network, "chosen", None) and model.name in model_info:
+                info = model_info[model.name]  # a copy: a warm worker keeps the original
+                basis = {**info.get("runtime_choice", {}), "patches": network.patches()}
+                model_info[model.name] = {
+                    **info,
+                    "runtime": network.chosen,
+                    "runtime_choice": basis,
+                }
         original, reuse_note = None, {}
         if options.compare:
             original_run, reused = _original_run(ct, plan, by_folder, progress, seg_end)

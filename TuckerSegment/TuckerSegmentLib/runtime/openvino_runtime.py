@@ -31,7 +31,7 @@ from ..errors import TuckerSegmentError
 if TYPE_CHECKING:
     from .calibration import CalibrationRecipe
 
-CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing
+CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing, at least
 CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-v1"  # a new way of converting: reconvert
 FOLDER = "openvino"
 
@@ -108,6 +108,12 @@ class OpenVINONetwork(nn.Module):
             self._requests[key] = compiled.create_infer_request()
         return self._requests[key]
 
+    def release(self) -> None:
+        """Free the compiled models and the memory their first pass set up (about 1.5 GB for a
+        1.5 mm expert's patch); the next pass compiles again (0.2 s). A run of TS's five experts
+        releases each when the next is loaded, so their memory is not held five times."""
+        self._requests.clear()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         request = self._request_for(tuple(x.shape))
         result = request.infer({0: x.detach().float().cpu().numpy()}, share_inputs=True)
@@ -155,18 +161,39 @@ def _quantize(model, calibration: list[np.ndarray]):  # noqa: ANN001, ANN202
         )
 
 
+def example_size(network: nn.Module) -> list[int]:
+    """The tracing input's size per axis: CONVERT_PATCH, or larger where the encoder's strides
+    would leave fewer than 2 voxels at the bottleneck (instance norm needs more than one; TS's
+    1.5 mm experts halve 5 times: 64 voxels)."""
+    strides = getattr(getattr(network, "encoder", None), "strides", None) or []
+    size = [CONVERT_PATCH] * 3
+    for axis in range(3):
+        factor = 1
+        for stride in strides:
+            factor *= int(stride[axis] if isinstance(stride, (list, tuple)) else stride)
+        size[axis] = max(size[axis], 2 * factor)
+    return size
+
+
 def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Calibration) -> None:
     ov = import_openvino()
 
     from ..storage.atomic_dir import atomic_directory
 
-    example = torch.zeros(1, in_channels, *(CONVERT_PATCH,) * 3)
+    example = torch.zeros(1, in_channels, *example_size(network))
     shape = ov.PartialShape([1, in_channels, -1, -1, -1])
     with torch.no_grad(), warnings.catch_warnings():
         # OpenVINO traces with torch.jit: its deprecation and tracer notes are not the user's
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        model = ov.convert_model(network.eval(), example_input=example, input=[shape])
+        try:
+            model = ov.convert_model(network.eval(), example_input=example, input=[shape])
+        except Exception as error:  # noqa: BLE001 - OpenVINO's errors are pages of traceback
+            cause = error  # OpenVINO wraps the tracer's error: the innermost one says why
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            why = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+            raise TuckerSegmentError(f"OpenVINO could not convert this network: {why}") from error
     if calibration is not None:
         patches = calibration.patches() if hasattr(calibration, "patches") else calibration
         model = _quantize(model, patches)
@@ -232,9 +259,7 @@ def openvino_network(
     try:
         # compiling (the patch shape, else the dynamic model) is what finds a damaged file
         converted = OpenVINONetwork(_load(folder, digest, calibration_digest), out_channels, static)
-        converted._request_for(
-            static or (1, in_channels, CONVERT_PATCH, CONVERT_PATCH, CONVERT_PATCH)
-        )
+        converted._request_for(static or (1, in_channels, *example_size(network)))
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
         _convert(network, in_channels, folder, calibration)
