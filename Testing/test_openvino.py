@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import torch
 from conftest import GUARD_DIR, load_labels, run_segment
 from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
 from TuckerSegmentLib.runtime.openvino_runtime import FOLDER, openvino_network
-from TuckerSegmentLib.runtime.runtime_choice import PerRunChoice, best_for
+from TuckerSegmentLib.runtime.runtime_choice import MeasuredChoice, Records, best_for
 from TuckerSegmentLib.ts.architectures import builtin_spec
 
 CONVERT_IN_CHILD = r"""
@@ -144,9 +143,13 @@ def test_a_failed_conversion_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("runtime", ["openvino", "auto"])
 def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated_home, tmp_path):
-    outputs = {}
-    for name in ("eager", runtime, runtime):  # the second run reads the cached choices
-        out = tmp_path / f"{name}.nii.gz"
+    """`openvino`: converted once, then read from the cache. `auto`: the first run measures
+    the fused runtime, the second OpenVINO, the third takes the better for its patch count."""
+    env = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "cache")}  # a first use
+    runs = ["eager", runtime, runtime] + ([runtime] if runtime == "auto" else [])
+    sidecars = []
+    for i, name in enumerate(runs):
+        out = tmp_path / f"{name}-{i}.nii.gz"
         result = run_segment(
             phantom_files[0],
             out,
@@ -157,32 +160,31 @@ def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated
             name,
             "--progress",
             "none",
-            env=isolated_home,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         assert "torch.jit" not in result.stderr and "TracerWarning" not in result.stderr
-        outputs.setdefault(name, []).append(json.loads(out.with_name(f"{name}.json").read_text()))
+        sidecars.append(json.loads(out.with_name(f"{name}-{i}.json").read_text())["models"]["3mm"])
         labels = load_labels(out)[0]
         if name == "eager":
             eager = labels
         else:
             assert np.mean(labels == eager) > 0.999
-    first, second = (s["models"]["3mm"] for s in outputs[runtime])
     if runtime == "openvino":
-        assert first["runtime"] == "openvino" and second["openvino_conversion"] == "hit"
-    else:
-        assert first["runtime"] in ("fused", "openvino")
-        assert first["runtime_choice"]["measured"] and second["runtime_choice"]["measured"] is False
-        basis = second["runtime_choice"]
-        assert set(basis["ms_per_patch"]) == set(basis["first_ms"]) == {"fused", "openvino"}
-        manifest = json.loads((Path(second["cache_entry"]) / "manifest.json").read_text())
-        assert basis["patch"] == manifest["network"]["patch_size"]  # nnU-Net's patch
-        assert basis["patches"] >= 1
-        assert second["runtime"] == best_for(basis, basis["patches"])
+        assert [s["runtime"] for s in sidecars[1:]] == ["openvino", "openvino"]
+        assert sidecars[2]["openvino_conversion"] == "hit"
+        return
+    first, second, third = (s["runtime_choice"] for s in sidecars[1:])
+    assert [s["runtime"] for s in sidecars[1:3]] == ["fused", "openvino"]
+    assert first["tried"] and second["tried"] and not third["tried"]
+    assert set(third["first_ms"]) == {"fused", "openvino"}  # both measured in the runs
+    chosen, _ = best_for(second, ["fused", "openvino"], third["patches"])
+    assert sidecars[3]["runtime"] == chosen  # from what the first two runs measured
 
 
 def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
-    """`--runtime auto` is the default: an OpenVINO failure must not fail the run."""
+    """`--runtime auto` is the default: an OpenVINO failure must not fail the run, and it is
+    recorded, so later runs don't try again."""
     from types import SimpleNamespace
 
     from TuckerSegmentLib.runtime.runtime_choice import choose_runtime
@@ -198,24 +200,37 @@ def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
         patch_size=[16, 16, 16],
     )
     network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1)).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        expected = network(x)
+    runtime, choice, _ = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
+    assert runtime == "per image"
+    for _ in range(2):  # the first image measures eager, the second would try OpenVINO
+        choice.start_image(lambda: 1)
+        with torch.no_grad():
+            assert torch.allclose(choice(x), expected)
+        assert choice.chosen == "eager"
+    assert choice.unavailable  # why, in the sidecar
+    record = choice.records.get()
+    assert set(record["first_ms"]) | set(record["ms_per_patch"]) == {"eager"}
+    assert record["openvino_unavailable"]
     runtime, chosen, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
-    assert runtime == "eager" and chosen is network
-    assert basis["measured"] and "openvino_unavailable" in basis
-    assert set(basis["ms_per_patch"]) == {"eager"} and basis["patch"] == [16, 16, 16]
-    runtime, _, basis = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
-    assert runtime == "eager" and basis["measured"] is False  # recorded, not measured again
+    assert runtime == "eager" and chosen is network and basis["openvino_unavailable"]
 
 
-def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones():
+def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones(tmp_path):
     """OpenVINO's first pass of a process is the dear one, its later ones the cheap ones: one
-    patch and thirty choose differently, each image at its first patch, and the runtime not
-    chosen releases what it holds."""
+    patch and thirty choose differently, each image at its first patch; a runtime never
+    measured is tried first; the runtime not chosen releases what it holds."""
     record = {
         "first_ms": {"fused": 2400, "openvino": 3500},
         "ms_per_patch": {"fused": 1700, "openvino": 1200},
     }
-    assert best_for(record, 1) == "fused" and best_for(record, 3) == "fused"  # 5800 < 5900 ms
-    assert best_for(record, 4) == "openvino" and best_for(record, 30) == "openvino"
+    both = ["fused", "openvino"]
+    assert best_for(record, both, 1) == ("fused", False)
+    assert best_for(record, both, 3) == ("fused", False)  # 5800 < 5900 ms
+    assert best_for(record, both, 4) == ("openvino", False)
+    assert best_for({"first_ms": {"fused": 1}, "ms_per_patch": {}}, both, 1) == ("openvino", True)
 
     class Candidate(torch.nn.Module):
         def __init__(self, value: float) -> None:
@@ -225,16 +240,23 @@ def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones
         def forward(self, x):  # noqa: ANN001, ANN202
             return x * 0 + self.value
 
+        def load(self) -> None:
+            pass
+
         def release(self) -> None:
             self.released += 1
 
     fused, openvino = Candidate(1.0), Candidate(2.0)
-    choice = PerRunChoice({"fused": fused, "openvino": openvino}, record)
+    records = Records(tmp_path, "a key")
+    records.update(lambda r: r.update(record))
+    choice = MeasuredChoice({"fused": fused, "openvino": openvino}, records)
     x = torch.zeros(1, 1, 2, 2, 2)
-    choice.patches = lambda: 30
+    choice.start_image(lambda: 30)
     assert float(choice(x).max()) == 2.0 and choice.chosen == "openvino" and fused.released == 1
-    choice.patches = lambda: 1  # the next image (a warm worker): chosen again
+    assert records.get() == {**record}  # measured once, then kept: choices don't drift
+    choice.start_image(lambda: 1)  # the next image (a warm worker): chosen again
     assert float(choice(x).max()) == 1.0 and choice.chosen == "fused" and openvino.released == 1
+    assert not choice.tried
 
 
 QUANTIZE_IN_CHILD = r"""

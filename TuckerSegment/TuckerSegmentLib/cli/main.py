@@ -921,8 +921,9 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         )
         + ": compressed networks run with instance norm folded into the "
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); auto: the faster of fused and openvino on one 64³ patch of this CPU, "
-        "measured once per model and cached; openvino: the plain Tucker network under OpenVINO "
+        "tolerance); auto: fused or openvino, whichever this CPU's own runs measured faster for "
+        "the image's number of patches (a model's first run measures fused, its next openvino; "
+        "then kept, cached per CPU and model); openvino: the plain Tucker network under OpenVINO "
         "(CPU, fp32; converted "
         "once and cached); openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
         "phantom patches; needs the int8 extra); eager: module by module as PyTorch runs them",

@@ -256,8 +256,8 @@ def _run_ts(
         span(index / len(order), f"{label}: predicting")
         for _, earlier in wrappers:  # TS runs one model at a time: free what the others hold
             getattr(earlier.network, "release", lambda: None)()
-        if hasattr(wrapped.network, "patches"):  # a per-run runtime choice: this image's patches
-            wrapped.network.patches = lambda: predictor.windows
+        if hasattr(wrapped.network, "start_image"):  # a measured runtime choice (auto)
+            wrapped.network.start_image(lambda: predictor.windows)
         wrappers.append((label, wrapped))
         threads.append(torch.get_num_threads())
 
@@ -521,7 +521,7 @@ def _prepare_model(
         runtime, network, basis = choose_runtime(
             network, cached.manifest.spec, cached.manifest.layers, cached.path, cache_root()
         )
-        info["runtime"] = runtime  # "per run": the run's patch count decides (updated after it)
+        info["runtime"] = runtime  # "per image": each image's patch count decides (set after)
         info["runtime_choice"] = basis
     elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
         from ..runtime.calibration import model_calibration
@@ -772,11 +772,17 @@ def _segment(plan: RunPlan, progress: Progress, scratch: Path, t0: float) -> dic
             scratch / "statistics.json" if options.statistics else None,
         )
         timings["segment_s"], timings["segment_network_s"] = run.pipeline_s, run.network_s
-        for folder, model in by_folder.items():  # what each per-run choice ran, for how many
+        for folder, model in by_folder.items():  # what each measured choice ran, and why
             network = getattr(prepared.get(folder), "network", None)
             if getattr(network, "chosen", None) and model.name in model_info:
                 info = model_info[model.name]  # a copy: a warm worker keeps the original
-                basis = {**info.get("runtime_choice", {}), "patches": network.patches()}
+                basis = {
+                    **network.records.get(),
+                    "patches": network.patches(),
+                    "tried": network.tried,  # not measured before: this run measured it
+                }
+                if network.unavailable:
+                    basis["openvino_unavailable"] = network.unavailable
                 model_info[model.name] = {
                     **info,
                     "runtime": network.chosen,

@@ -1,20 +1,22 @@
-"""`--runtime auto`: the fused runtime or OpenVINO, from measurements on this CPU.
+"""`--runtime auto` (the default): the fused runtime or OpenVINO, chosen from this CPU's runs.
 
 The best runtime differs between CPUs (AVX-512 or AVX2 only, core counts, cache sizes) and
-between runs: OpenVINO's first pass of a process costs seconds more than its later ones (its
+between runs: OpenVINO's first pass in a process costs seconds more than its later ones (its
 memory is set up then; measured here 3.5 s against 1.2 s for a 3 mm patch, the fused runtime
-2.4 s against 1.7 s), so one patch (TS's fast mode on a typical CT) and thirty (a 1.5 mm expert)
-can choose differently. So nothing is hard-coded: on first use a compressed model runs one patch
-of nnU-Net's patch size under each candidate, then two more, interleaved; the first and the
-later passes' times are recorded per CPU, thread count, architecture and ranks in the cache
-(``runtime-choices.json``; the experts of one architecture share a record), and each run picks,
-once it knows its number of patches, the runtime with the least ``first + (patches − 1) ×
-later``. OpenVINO's conversion is cached beside the compressed model either way
-(openvino_runtime.py).
+2.4 s against 1.7 s), so one patch (TS's fast mode on a typical CT) and thirty (TS's five 1.5 mm
+experts) choose differently. Nothing is hard-coded and nothing is timed apart from real work:
+the runs themselves are the measurement. A compressed model's first run uses the fused
+runtime, its next OpenVINO, each recording its first pass and the median of its later passes
+in the cache (``runtime-choices.json``, per CPU, thread count, architecture and ranks; the
+experts of one architecture share a record, so a first full-mode run tries both). From then on
+each image takes the runtime with the least ``first + (patches − 1) × later`` for its number
+of patches. OpenVINO's conversion is made on first use only and cached beside the compressed
+model (openvino_runtime.py).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -27,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-REPEATS = 2  # later passes per candidate, after the first
 CHOICES_FILE = "runtime-choices.json"
-RECORD = "patch-first-and-later-v2"  # what a record measures; older records are measured again
+_RAN_IN_PROCESS: set[str] = set()  # runtimes whose cold first pass this process has paid
+RECORD = "in-run-first-and-later-v3"  # what a record holds; older records are not read
 
 
 def cpu_identity() -> str:
@@ -46,7 +48,8 @@ def _threads() -> int:
     return min(8, torch.get_num_threads())
 
 
-def _key(spec: Any, layers: list) -> str:
+def record_key(spec: Any, layers: list) -> str:
+    """Runs with this key share their measurements."""
     architecture = json.dumps(
         [spec.network_class_name, spec.arch_kwargs, spec.input_channels, list(spec.patch_size)],
         sort_keys=True,
@@ -57,118 +60,174 @@ def _key(spec: Any, layers: list) -> str:
     return f"{RECORD}|{cpu_identity()}|threads {_threads()}|{digest}"
 
 
-def _measure(candidates: dict[str, nn.Module], in_channels: int, patch: list[int]) -> dict:
-    """Milliseconds of each candidate's first pass and the median of its later ones, at
-    nnU-Net's patch size, interleaved so that background load hits them alike."""
-    x = torch.randn(1, in_channels, *patch)
-    first: dict[str, float] = {}
-    later: dict[str, list[float]] = {name: [] for name in candidates}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(_threads())
-    try:
-        with torch.no_grad():
-            for name, network in candidates.items():
-                start = time.perf_counter()
-                network(x)
-                first[name] = round((time.perf_counter() - start) * 1000, 1)
-            for _ in range(REPEATS):
-                for name, network in candidates.items():
-                    start = time.perf_counter()
-                    network(x)
-                    later[name].append((time.perf_counter() - start) * 1000)
-    finally:
-        torch.set_num_threads(previous)
-    return {
-        "patch": list(patch),
-        "first_ms": first,
-        "ms_per_patch": {name: round(statistics.median(t), 1) for name, t in later.items()},
-    }
+class Records:
+    """``runtime-choices.json``: per key, each runtime's first-pass and later-pass milliseconds
+    (and why OpenVINO could not be used). Written atomically; unreadable means empty."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.file = Path(root) / CHOICES_FILE
+        self.key = key
+
+    def _all(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self) -> dict:
+        record = self._all().get(self.key) or {}
+        return {"first_ms": {}, "ms_per_patch": {}, **record}
+
+    def update(self, change: Callable[[dict], None]) -> None:
+        records = self._all()
+        record = {"first_ms": {}, "ms_per_patch": {}, **(records.get(self.key) or {})}
+        change(record)
+        records[self.key] = record
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(records, indent=2))
+            os.replace(tmp, self.file)
+        except OSError:
+            pass  # measured again next time
 
 
-def best_for(record: dict, patches: int) -> str:
-    """The runtime with the least expected time for a run of ``patches`` patches."""
+def best_for(record: dict, candidates: list[str], patches: int) -> tuple[str, bool]:
+    """(runtime, whether it is being tried): a candidate never measured is tried first;
+    otherwise the least expected time for ``patches`` patches, ``first + (patches − 1) ×
+    later`` (where a run measured only one of the two, it stands in for the other)."""
     first, later = record["first_ms"], record["ms_per_patch"]
-    return min(later, key=lambda name: first[name] + (max(1, patches) - 1) * later[name])
+    for name in candidates:
+        if name not in first and name not in later:
+            return name, True
+
+    def expected_ms(name: str) -> float:
+        cold, warm = first.get(name, later.get(name)), later.get(name, first.get(name))
+        return cold + (max(1, patches) - 1) * warm
+
+    return min(candidates, key=expected_ms), False
 
 
-class PerRunChoice(nn.Module):
-    """The measured candidates; each image's patch count picks one at its first patch
-    (:func:`best_for`). The others release what they hold (OpenVINO's compiled memory)."""
+class LazyOpenVINO(nn.Module):
+    """OpenVINO's network for a compressed model, converted (or read from the cache) only when
+    a run first uses it, so a run that keeps the fused runtime pays nothing for it."""
 
-    def __init__(self, candidates: dict[str, nn.Module], record: dict) -> None:
+    def __init__(self, plain: nn.Module, spec: Any, cache_entry: Path) -> None:
         super().__init__()
-        self.candidates = nn.ModuleDict(candidates)
-        self.record = record
-        self.patches: Callable[[], int] = lambda: 1  # the predictor's windows (segment.py)
-        self.chosen: str | None = None
-        self._chosen_for: int | None = None
+        self._plain = [plain]  # a list: not a submodule (its weights are not this state's)
+        self._spec = spec
+        self._cache_entry = Path(cache_entry)
+        self._network: nn.Module | None = None
+
+    def load(self) -> nn.Module:
+        """The converted network; raises what the conversion raised."""
+        if self._network is None:
+            from .openvino_runtime import openvino_network
+
+            spec = self._spec
+            self._network, _ = openvino_network(
+                self._plain[0],
+                spec.input_channels,
+                spec.num_classes,
+                self._cache_entry,
+                spec.patch_size,
+            )
+        return self._network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = self.patches()
-        if self.chosen is None or patches != self._chosen_for:
-            self.chosen, self._chosen_for = best_for(self.record, patches), patches
-            for name, candidate in self.candidates.items():
-                if name != self.chosen:
-                    getattr(candidate, "release", lambda: None)()
-        return self.candidates[self.chosen](x)
+        return self.load()(x)
+
+    def release(self) -> None:
+        if self._network is not None:
+            self._network.release()
+
+
+class MeasuredChoice(nn.Module):
+    """The candidate runtimes of one compressed model; each image takes one at its first patch
+    (:func:`best_for` with the predictor's patch count) and times every pass into the record.
+    The runtime not chosen releases what it holds (OpenVINO's compiled memory)."""
+
+    def __init__(self, candidates: dict[str, nn.Module], records: Records) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleDict(candidates)
+        self.records = records
+        self.patches: Callable[[], int] = lambda: 1
+        self.chosen: str | None = None
+        self.tried = False  # the chosen runtime had not been measured before
+        self.unavailable = ""  # why OpenVINO could not be used
+        self._passes: dict[str, list[float]] = {}  # this process's passes per runtime
+
+    def start_image(self, patches: Callable[[], int]) -> None:
+        """A new image (TS builds a predictor per model and image): choose again."""
+        self.patches, self.chosen = patches, None
+
+    def _choose(self) -> str:
+        names = list(self.candidates)
+        while True:
+            name, self.tried = best_for(self.records.get(), names, self.patches())
+            if name != "openvino":
+                break
+            try:
+                self.candidates["openvino"].load()
+                break
+            except Exception as error:  # noqa: BLE001 - never fail a run because of OpenVINO
+                self.unavailable = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                self.records.update(lambda r: r.update(openvino_unavailable=self.unavailable[:200]))
+                del self.candidates["openvino"]
+                names.remove("openvino")
+        for other, candidate in self.candidates.items():
+            if other != name:
+                getattr(candidate, "release", lambda: None)()
+        return name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chosen is None:
+            self.chosen = self._choose()
+        name = self.chosen
+        start = time.perf_counter()
+        out = self.candidates[name](x)
+        ms = (time.perf_counter() - start) * 1000
+        cold = name not in _RAN_IN_PROCESS  # what a run in a new process pays at its first patch
+        _RAN_IN_PROCESS.add(name)
+        passes = self._passes.setdefault(name, [])
+        if not cold:
+            passes.append(ms)
+
+        def note(record: dict) -> None:  # kept once measured: the same image, the same choice
+            if cold and name not in record["first_ms"]:
+                record["first_ms"][name] = round(ms, 1)
+            elif passes and (self.tried or name not in record["ms_per_patch"]):
+                record["ms_per_patch"][name] = round(statistics.median(passes), 1)
+
+        self.records.update(note)
+        return out
 
     def release(self) -> None:
         for candidate in self.candidates.values():
             getattr(candidate, "release", lambda: None)()
 
 
-def _openvino(network: nn.Module, spec: Any, cache_entry: Path) -> tuple[nn.Module | None, str]:
-    """The OpenVINO network, or None and why not (auto falls back instead of failing)."""
-    from .openvino_runtime import openvino_network
-
-    try:
-        converted, _ = openvino_network(
-            network, spec.input_channels, spec.num_classes, cache_entry, spec.patch_size
-        )
-    except Exception as error:  # noqa: BLE001 - conversion, memory, cache folder: fall back
-        return None, (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-    return converted, ""
-
-
 def choose_runtime(
     network: nn.Module, spec: Any, layers: list, cache_entry: Path, choices_root: Path
 ) -> tuple[str, nn.Module, dict[str, Any]]:
     """(runtime, the network to run, what the choice is based on) for a compressed network:
-    the one candidate's name, or "per run" and a :class:`PerRunChoice`. ``network`` is fused in
-    place. Never fails because of OpenVINO: without it, the torch runtimes run."""
+    the one candidate's name, or "per image" and a :class:`MeasuredChoice`. ``network`` is fused
+    in place. Never fails because of OpenVINO: without it, the torch runtimes run."""
     from .cpu_fusion import fuse
     from .openvino_runtime import version
 
-    record_file = Path(choices_root) / CHOICES_FILE
-    try:
-        records = json.loads(record_file.read_text())
-    except (OSError, ValueError):
-        records = {}
-    key = _key(spec, layers)
-    record = records.get(key)
-    candidates: dict[str, nn.Module] = {}
-    skipped = ""
-    # converted before fusing: OpenVINO runs the plain Tucker blocks
-    if version() is not None and (record is None or "openvino" in record["ms_per_patch"]):
-        converted, skipped = _openvino(network, spec, cache_entry)
-        if converted is not None:
-            candidates["openvino"] = converted
-    candidates = {("fused" if fuse(network) else "eager"): network, **candidates}
-    if record is None or set(record["ms_per_patch"]) != set(candidates):
-        record = _measure(candidates, spec.input_channels, list(spec.patch_size))
-        if skipped:
-            record["openvino_unavailable"] = skipped
-        records[key] = record
-        try:
-            record_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(records, indent=2))
-            os.replace(tmp, record_file)
-        except OSError:
-            pass  # measured again next time
-        basis = {"measured": True, **record}
-    else:
-        basis = {"measured": False, **record}
-    if len(candidates) == 1:
-        return next(iter(candidates)), network, basis
-    return "per run", PerRunChoice(candidates, record), basis
+    records = Records(choices_root, record_key(spec, layers))
+    record = records.get()
+    plain = copy.deepcopy(network) if version() is not None else None  # OpenVINO traces these
+    torch_name = "fused" if fuse(network) else "eager"
+    basis: dict[str, Any] = {"first_ms": record["first_ms"], "ms_per_patch": record["ms_per_patch"]}
+    if plain is None:
+        return torch_name, network, {**basis, "openvino_unavailable": "OpenVINO is not installed"}
+    if record.get("openvino_unavailable"):
+        return (
+            torch_name,
+            network,
+            {**basis, "openvino_unavailable": record["openvino_unavailable"]},
+        )
+    candidates = {torch_name: network, "openvino": LazyOpenVINO(plain, spec, cache_entry)}
+    return "per image", MeasuredChoice(candidates, records), basis
