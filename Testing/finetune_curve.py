@@ -8,6 +8,10 @@ PNG; prints each fine-tune's wall time (preprocessing included).
     .venv/bin/python Testing/finetune_curve.py [--model 3mm] [--df 0.5 0.3 0.1] [--epochs 10]
         [--iterations 25] [--lr 1e-3] [--cases 8] [--labels dataset|original]
         [--augmentation nnunet|none] [-o finetune-curve]
+
+With ``--stamp 0.3 0.15``: STAMP instead (`finetune --stamp`, the original network pruned while it
+trains) to each share of the parameters kept, with the same recipe and held-out phantoms, so
+its rows sit beside the fine-tuned Tucker ones (CSV only; ``params_share`` is what it kept).
 """
 
 from __future__ import annotations
@@ -173,6 +177,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("--device", default="cpu", help="training and evaluation device")
     parser.add_argument("--gpus", type=int, default=1, help="nnU-Net's DDP on N CUDA GPUs")
+    parser.add_argument("--stamp", type=float, nargs="+", help="STAMP to these shares kept")
+    parser.add_argument("--stamp-filters", type=int, default=4, help="filters removed each time")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
     args = parser.parse_args()
@@ -195,6 +201,10 @@ def main() -> int:
         os.environ["TUCKERSEGMENT_CACHE"] = str(tmp / "cache")
         dataset = tmp / "dataset"
         write_dataset(dataset, args.model, args.cases)
+        if args.stamp:
+            rows = [stamp_row(args, keep, dataset, tmp) for keep in args.stamp]
+            write_rows(rows, Path(f"{args.output}.csv"))
+            return 0
         for df in args.df:
             zero_shot = evaluate(args.model, df, None, tmp, args.device)
             start = time.perf_counter()
@@ -242,12 +252,65 @@ def main() -> int:
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
-    with open(f"{args.output}.csv", "w", newline="") as handle:
+    write_rows(rows, Path(f"{args.output}.csv"))
+    plot(rows, Path(f"{args.output}.png"))
+    return 0
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, Path(f"{args.output}.png"))
-    return 0
+
+
+def stamp_row(args: argparse.Namespace, keep: float, dataset: Path, tmp: Path) -> dict:
+    """One STAMP run to ``keep`` of the parameters, evaluated like the Tucker rows."""
+    from TuckerSegmentLib.finetune.finetune import FinetuneOptions, finetune
+
+    out = tmp / f"stamp-{keep:g}"
+    start = time.perf_counter()
+    finetune(
+        FinetuneOptions(
+            model=args.model,
+            dataset=dataset,
+            output=out,
+            epochs=args.epochs,
+            iterations_per_epoch=args.iterations,
+            val_iterations=args.val_iterations,
+            lr=args.lr,
+            device=args.device,
+            augmentation_workers=args.workers,
+            weights_dir=MODELS,
+            progress="none",
+            seed=0,
+            labels=args.labels,
+            augmentation=args.augmentation,
+            stamp_target=keep,
+            stamp_filters=args.stamp_filters,
+        )
+    )
+    seconds = time.perf_counter() - start
+    manifest = json.loads((out / "manifest.json").read_text())
+    params = manifest["params"]
+    tuned = evaluate(args.model, 1.0, out, tmp, args.device)
+    row = {
+        "model": args.model,
+        "method": "stamp",
+        "keep": keep,
+        "params_share": round(params["compressed"] / params["original"], 4),
+        "finetuned_agreement": tuned["agreement_with_original"],
+        "finetuned_agreement_in_phantom": tuned["agreement_in_phantom"],
+        "finetuned_dice_vs_truth_large": tuned["dice_vs_truth_large"],
+        "original_dice_vs_truth_large": tuned["original_dice_vs_truth_large"],
+        "finetune_seconds": round(seconds, 1),
+        "steps": args.epochs * args.iterations,
+        "lr": args.lr,
+        "labels": args.labels,
+        "augmentation": args.augmentation,
+    }
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def plot(rows: list[dict], path: Path) -> None:
