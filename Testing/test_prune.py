@@ -67,7 +67,12 @@ def test_structured_pruning_removes_the_channels_it_claims(ts_3mm, method, ratio
     many fewer outputs, its norm too, the next convs fewer inputs, skip concatenations
     included), the network is smaller and cheaper, runs, and rebuilds from its shapes."""
     from TuckerSegmentLib.engine.counting import count_network
-    from TuckerSegmentLib.engine.prune import module_shapes, remove_channels, reshape_modules
+    from TuckerSegmentLib.engine.prune import (
+        module_shapes,
+        remove_channels,
+        reshape_modules,
+        shapes_in_state,
+    )
 
     spec = builtin_spec("3mm")
     before = count_network(ts_3mm, [64, 64, 64], 1)
@@ -86,7 +91,10 @@ def test_structured_pruning_removes_the_channels_it_claims(ts_3mm, method, ratio
         expected = ts_3mm(x)
     assert expected.shape == (1, 118, 64, 64, 64)  # the heads keep TS's 118 outputs
     rebuilt = spec.build("meta")
-    reshape_modules(rebuilt, module_shapes(ts_3mm))
+    # the weights alone carry the shapes (how a STAMP checkpoint resumes and is exported)
+    assert shapes_in_state(rebuilt, ts_3mm.state_dict()) == module_shapes(ts_3mm)
+    assert shapes_in_state(rebuilt, rebuilt.state_dict()) != module_shapes(ts_3mm)
+    reshape_modules(rebuilt, shapes_in_state(rebuilt, ts_3mm.state_dict()))
     rebuilt.load_state_dict(ts_3mm.state_dict(), assign=True)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x), expected)

@@ -162,6 +162,24 @@ def module_shapes(network: nn.Module) -> dict[str, list[int]]:
     return shapes
 
 
+def shapes_in_state(network: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """The channels ``state`` (a state dict of ``network``'s architecture, pruned or not) was
+    saved with, as :func:`module_shapes` gives them: a checkpoint's weights carry its shapes, so
+    no record beside it can fall out of step with them."""
+    shapes = {}
+    for name, module in network.named_modules():
+        weight = state.get(f"{name}.weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.InstanceNorm3d):
+            shapes[name] = [int(weight.shape[0])]
+        elif isinstance(module, nn.Conv3d):
+            shapes[name] = [int(weight.shape[1]) * module.groups, int(weight.shape[0])]
+        elif isinstance(module, nn.ConvTranspose3d):
+            shapes[name] = [int(weight.shape[0]), int(weight.shape[1]) * module.groups]
+    return shapes
+
+
 def reshape_modules(network: nn.Module, shapes: dict[str, list[int]]) -> None:
     """Give the original architecture the pruned channel counts (modules rebuilt with the
     same kernel, stride and padding, on the device the network is on — meta for loading)."""

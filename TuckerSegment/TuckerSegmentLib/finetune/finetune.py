@@ -337,12 +337,11 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
     if start:  # the compressed model the trainer started from, its structure and settings
         network, started = load_compressed(start)
         layers, compression = started.layers, started.settings
-    elif stamp:  # the original, with the channels STAMP left (recorded beside the checkpoint)
-        from ..engine.prune import reshape_modules
-        from ..ts.trainers.nnUNetTrainerSTAMP import shapes_file
+    elif stamp:  # the original, with the channels STAMP left (those of the final weights)
+        from ..engine.prune import reshape_modules, shapes_in_state
 
         network = model.load_network("cpu")
-        shapes = json.loads(shapes_file(str(final)).read_text())
+        shapes = shapes_in_state(network, load_checkpoint_weights(final))
         reshape_modules(network, shapes)
         layers, compression, started = [], CompressionSettings(df=1.0), None
     else:

@@ -23,15 +23,11 @@ What follows the reference code (nkdinsdale/STAMP, read at fbb1d50) and where th
   stopping on validation loss. Here pruning stops when the network is at or below the target share
   of the original parameters, or when nnU-Net's validation pseudo-Dice (its moving average) falls
   more than ``margin`` below its best; the remaining epochs fine-tune the network as it is.
-* Resume: the pruned shapes are written beside every checkpoint (``.shapes.json``) and the
-  network is rebuilt to them before nnU-Net loads the weights.
+* Resume: the network is rebuilt to the channels of the checkpoint's own weights before nnU-Net
+  loads them (a checkpoint carries its shapes: nothing beside it can fall out of step).
 """
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 import torch
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
@@ -61,10 +57,6 @@ def prunable_blocks(network: torch.nn.Module) -> dict[str, torch.nn.Module]:
         for name, module in _plain(network).named_modules()
         if type(module).__name__ == "ConvDropoutNormReLU"
     }
-
-
-def shapes_file(checkpoint: str) -> Path:
-    return Path(f"{checkpoint}.shapes.json")
 
 
 def drop_probabilities(scores: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -217,26 +209,20 @@ class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
             f"{self._params():,} parameters"
         )
 
-    # --- checkpoints that remember the shapes -----------------------------------------------
-
-    def save_checkpoint(self, filename: str) -> None:
-        from TuckerSegmentLib.engine.prune import module_shapes
-
-        if self.local_rank == 0:
-            target = shapes_file(filename)
-            partial = target.with_name(target.name + ".partial")
-            partial.write_text(json.dumps(module_shapes(_plain(self.network))))
-            os.replace(partial, target)
-        super().save_checkpoint(filename)
+    # --- resuming with the pruned shapes ----------------------------------------------------
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:  # noqa: ANN001
-        from TuckerSegmentLib.engine.prune import reshape_modules
+        from TuckerSegmentLib.engine.prune import reshape_modules, shapes_in_state
 
         if not self.was_initialized:
             self.initialize()
-        if isinstance(filename_or_checkpoint, str) and shapes_file(filename_or_checkpoint).exists():
-            shapes = json.loads(shapes_file(filename_or_checkpoint).read_text())
-            reshape_modules(_plain(self.network), shapes)
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):  # read as nnU-Net reads it (which takes only a path)
+            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=False)
+        network = _plain(self.network)
+        shapes = shapes_in_state(network, checkpoint["network_weights"])
+        if shapes != shapes_in_state(network, network.state_dict()):
+            reshape_modules(network, shapes)
             self.optimizer, self.lr_scheduler = self.configure_optimizers()
         super().load_checkpoint(filename_or_checkpoint)
 
