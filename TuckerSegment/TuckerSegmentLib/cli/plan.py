@@ -140,9 +140,11 @@ def run_plan(args: argparse.Namespace) -> int:
         raise TuckerSegmentError("--min-agreement: a mean Dice between 0 and 1, e.g. 0.95")
     if args.calibrate_removed and not all(0 < r < 1 for r in args.calibrate_removed):
         raise TuckerSegmentError("--calibrate-removed: shares between 0 and 1, e.g. 0.5 0.8 0.9")
-    if (args.calibrate or args.verify) and args.model not in _curve_models():
+    from ..pipeline.curves import curve_models
+
+    if (args.calibrate or args.verify) and args.model not in curve_models():
         raise TuckerSegmentError(
-            f"--calibrate/--verify CT: segmenting is for {', '.join(_curve_models())}"
+            f"--calibrate/--verify CT: segmenting is for {', '.join(curve_models())}"
         )
     folder = open_model_folder(model_folder(args.model, weights))
     if args.min_agreement is not None and not args.calibrate:  # before any segmenting
@@ -262,12 +264,6 @@ def run_plan(args: argparse.Namespace) -> int:
             + (f", {measured:.0f} ms measured" if measured is not None else "")
         )
     return 0
-
-
-def _curve_models() -> list[str]:
-    from ..ts.weights import total_models
-
-    return [m.name for m in [*total_models(True), *total_models(False)]]
 
 
 def _calibrate(args: argparse.Namespace, weights: Path | None, rank_floor: int) -> None:

@@ -117,12 +117,19 @@ def compression_curves(
     return points
 
 
+def curve_models() -> dict:
+    """The models a curve (or a calibration) segments with: the fast 3 mm model and the
+    experts of TS's full mode, by name."""
+    from ..ts.weights import total_models
+
+    return {m.name: m for m in [*total_models(True), *total_models(False)]}
+
+
 def curve_model_folder(model: str, weights_dir: Path | None = None) -> Path:
     """The installed folder of the fast 3 mm model or an expert; one line otherwise."""
-    from ..ts.weights import total_models
     from ..ts.weights import weights_dir as default_weights
 
-    models = {m.name: m for m in [*total_models(True), *total_models(False)]}
+    models = curve_models()
     if model not in models:
         raise TuckerSegmentError(f"--model: one of {', '.join(models)}")
     folder = models[model].folder(Path(weights_dir) if weights_dir else default_weights())
