@@ -193,7 +193,7 @@ def main() -> int:
             ]
         plot(rows, Path(f"{args.output}.png"))
         return 0
-    from TuckerSegmentLib.finetune.finetune import FinetuneOptions, finetune
+    from TuckerSegmentLib.finetune.finetune import finetune
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,27 +209,7 @@ def main() -> int:
             zero_shot = evaluate(args.model, df, None, tmp, args.device)
             start = time.perf_counter()
             out = tmp / f"finetuned-{df}"
-            finetune(
-                FinetuneOptions(
-                    model=args.model,
-                    dataset=dataset,
-                    output=out,
-                    df=df,
-                    epochs=args.epochs,
-                    iterations_per_epoch=args.iterations,
-                    val_iterations=args.val_iterations,
-                    lr=args.lr,
-                    device=args.device,
-                    gpus=args.gpus,
-                    augmentation_workers=args.workers,
-                    weights_dir=MODELS,
-                    progress="none",
-                    seed=0,
-                    labels=args.labels,
-                    augmentation=args.augmentation,
-                    foreground_oversampling=args.foreground_oversampling,
-                )
-            )
+            finetune(recipe(args, dataset, out, df=df, gpus=args.gpus))
             seconds = time.perf_counter() - start
             tuned = evaluate(args.model, df, out, tmp, args.device)
             row = {
@@ -257,6 +237,30 @@ def main() -> int:
     return 0
 
 
+def recipe(args: argparse.Namespace, dataset: Path, out: Path, **extra):  # noqa: ANN201
+    """The fine-tuning options of this script's command line (one recipe for every row)."""
+    from TuckerSegmentLib.finetune.finetune import FinetuneOptions
+
+    return FinetuneOptions(
+        model=args.model,
+        dataset=dataset,
+        output=out,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations,
+        val_iterations=args.val_iterations,
+        lr=args.lr,
+        device=args.device,
+        augmentation_workers=args.workers,
+        weights_dir=MODELS,
+        progress="none",
+        seed=0,
+        labels=args.labels,
+        augmentation=args.augmentation,
+        foreground_oversampling=args.foreground_oversampling,
+        **extra,
+    )
+
+
 def write_rows(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -266,30 +270,11 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 def stamp_row(args: argparse.Namespace, keep: float, dataset: Path, tmp: Path) -> dict:
     """One STAMP run to ``keep`` of the parameters, evaluated like the Tucker rows."""
-    from TuckerSegmentLib.finetune.finetune import FinetuneOptions, finetune
+    from TuckerSegmentLib.finetune.finetune import finetune
 
     out = tmp / f"stamp-{keep:g}"
     start = time.perf_counter()
-    finetune(
-        FinetuneOptions(
-            model=args.model,
-            dataset=dataset,
-            output=out,
-            epochs=args.epochs,
-            iterations_per_epoch=args.iterations,
-            val_iterations=args.val_iterations,
-            lr=args.lr,
-            device=args.device,
-            augmentation_workers=args.workers,
-            weights_dir=MODELS,
-            progress="none",
-            seed=0,
-            labels=args.labels,
-            augmentation=args.augmentation,
-            stamp_target=keep,
-            stamp_filters=args.stamp_filters,
-        )
-    )
+    finetune(recipe(args, dataset, out, stamp_target=keep, stamp_filters=args.stamp_filters))
     seconds = time.perf_counter() - start
     manifest = json.loads((out / "manifest.json").read_text())
     params = manifest["params"]
