@@ -177,14 +177,29 @@ def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_
     command = ["curves", "--model", "3mm", "--image", str(phantom_files[0])]
     command += ["--weights-dir", str(MODELS), "-o", str(stem)]
     env = {**isolated_home, "TOTALSEG_WEIGHTS_PATH": str(MODELS)}
-    run = run_cli(*command, "--methods", "tucker,l2", "--removed", "0.5", env=env)
+    given = tmp_path / "given"  # a model made elsewhere (`finetune`'s output comes the same way)
+    made = run_cli(
+        *["prune", "--model", "3mm", "--method", "random-widest", "--ratio", "0.3"],
+        *["--structured", "--weights-dir", str(MODELS), "-o", str(given)],
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    run = run_cli(
+        *command, "--methods", "tucker,l2", "--removed", "0.5", "--trained", str(given), env=env
+    )
     assert run.returncode == 0, run.stderr
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
-    assert [r["method"] for r in rows] == ["tucker", "l2"]
-    for row in rows:
+    assert [r["method"] for r in rows] == ["tucker", "l2", "random-widest (given)"]
+    for row in rows[:2]:
         assert 0.4 < int(row["params"]) / int(row["params_original"]) <= 0.55
+    for row in rows:
         assert 0.0 <= float(row["mean_dice"]) <= 1.0
     assert float(rows[0]["mean_dice"]) > float(rows[1]["mean_dice"])  # the paper's finding
+    params = json.loads((given / "manifest.json").read_text())["params"]
+    assert int(rows[2]["params"]) == params["compressed"]  # at the share it really removed
+    assert float(rows[2]["removed"]) == round(1 - params["compressed"] / params["original"], 4)
     assert stem.with_suffix(".png").stat().st_size > 20_000
     bad = run_cli(*command, "--methods", "svd", env=env)
     assert bad.returncode == 1 and "unknown method svd" in bad.stderr
+    bad = run_cli(*command, "--trained", str(tmp_path), env=env)
+    assert bad.returncode == 1 and "not a compressed model" in bad.stderr

@@ -1,7 +1,7 @@
 """`tucker-segment curves`: Dice and NSD with the original against compression, per method.
 
     tucker-segment curves --model 3mm --image ct.nii.gz --methods tucker,plan,l2,random-widest \
-        --removed 0.5 0.75 0.85 -o curves        # curves.csv and curves.png
+        --removed 0.5 0.75 0.85 [--trained FINETUNED_DIR ...] -o curves   # curves.csv, .png
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def add_curves(sub: argparse._SubParsersAction) -> None:
         "the pruning baselines (CSV + PNG)",
         description="For each method and share of parameters removed, make the model and segment "
         "each image through TS's pipeline beside the original; write every point (CSV) and the "
-        "mean curves (PNG). Zero-shot: fine-tuned models are compared with `segment --compare`.",
+        "mean curves (PNG). Zero-shot, and fine-tuned or STAMP models given with --trained.",
     )
     p.add_argument("--model", required=True, help="3mm (fast mode) or an expert")
     p.add_argument("--image", action="append", required=True, help="a CT (repeat for several)")
@@ -31,6 +31,14 @@ def add_curves(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[0.5, 0.75, 0.85],
         help="shares of the parameters removed",
+    )
+    p.add_argument(
+        "--trained",
+        nargs="+",
+        default=[],
+        metavar="MODEL_DIR",
+        help="fine-tuned or STAMP models (`finetune`'s output) to add as points, each at the "
+        "share of the parameters it removed",
     )
     p.add_argument("--rank-floor", type=int, default=DEFAULT_RANK_FLOOR)
     p.add_argument("--device", default="cpu")
@@ -56,6 +64,7 @@ def run_curves(args: argparse.Namespace) -> int:
             Path(args.weights_dir) if args.weights_dir else None,
             args.rank_floor,
             args.device,
+            trained=[Path(t) for t in args.trained],
         )
     table, picture = write_curves(points, stem)
     for p in points:

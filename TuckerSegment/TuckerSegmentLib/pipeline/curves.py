@@ -71,12 +71,15 @@ def compression_curves(
     rank_floor: int = 8,
     device: str = "cpu",
     made_models: dict[tuple[str, float], Path] | None = None,
+    trained: list[Path] | None = None,
 ) -> list[CurvePoint]:
-    """Every (method, share) point on every image; ``made_models``, when given, receives the
-    model folder of each (method, share)."""
+    """Every (method, share) point on every image, and a point for each ``trained`` model
+    (fine-tuned, STAMP: `finetune`'s output) at the share it removed; ``made_models``, when
+    given, receives the model folder of each (method, share)."""
     from . import warm_cache
 
-    if not methods:
+    given = {trained_point(Path(t), model): Path(t) for t in trained or []}
+    if not methods and not given:
         raise TuckerSegmentError(f"--methods: one or more of {', '.join(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -92,12 +95,13 @@ def compression_curves(
     }
     if made_models is not None:
         made_models.update(made)
+    made.update(given)
     points = []
     warm_cache.keep_between_runs(True)  # the original's run, once per image
     try:
         for image in images:
             for (method, share), path in made.items():
-                out = work / f"seg-{method}-{share:g}.nii.gz"
+                out = work / f"seg-{method.replace(' ', '-')}-{share:g}.nii.gz"
                 info, dice, nsd = model_agreement(
                     Path(image), model, path, out, weights_dir, device
                 )
@@ -115,6 +119,26 @@ def compression_curves(
     finally:
         warm_cache.keep_between_runs(False)
     return points
+
+
+def trained_point(path: Path, model: str) -> tuple[str, float]:
+    """(method, share removed) of a given model: "stamp", or how it was made and "fine-tuned";
+    one line when it is not a compressed model of ``model``."""
+    from ..storage.compressed_format import read_manifest
+
+    extra = read_manifest(path).extra
+    if extra.get("model", model) != model:
+        raise TuckerSegmentError(f"--trained {path}: a model of {extra['model']}, not {model}")
+    prune = extra.get("prune") or {}
+    if prune.get("method") == "stamp":
+        label = "stamp"
+    else:
+        made = prune.get("method") or ("plan" if extra.get("plan") else "tucker")
+        label = f"{made} fine-tuned" if extra.get("finetune") else f"{made} (given)"
+    params = extra.get("params") or {}
+    if not params.get("original"):
+        raise TuckerSegmentError(f"--trained {path}: its manifest has no parameter counts")
+    return label, round(1 - params["compressed"] / params["original"], 4)
 
 
 def curve_models() -> dict:
@@ -226,7 +250,7 @@ def write_curves(points: list[CurvePoint], stem: Path) -> tuple[Path, Path]:
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle("zero-shot agreement against compression, per method")
+    figure.suptitle("agreement against compression, per method (zero-shot unless fine-tuned)")
     figure.tight_layout()
     picture = stem.with_suffix(".png")
     figure.savefig(picture, dpi=120)
