@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -179,6 +180,7 @@ def main() -> int:
     parser.add_argument("--gpus", type=int, default=1, help="nnU-Net's DDP on N CUDA GPUs")
     parser.add_argument("--stamp", type=float, nargs="+", help="STAMP to these shares kept")
     parser.add_argument("--stamp-filters", type=int, default=4, help="filters removed each time")
+    parser.add_argument("--keep-models", help="copy each trained model into this folder")
     parser.add_argument("-o", "--output", default="finetune-curve", help="CSV/PNG name stem")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the CSV")
     args = parser.parse_args()
@@ -276,6 +278,8 @@ def stamp_row(args: argparse.Namespace, keep: float, dataset: Path, tmp: Path) -
     start = time.perf_counter()
     finetune(recipe(args, dataset, out, stamp_target=keep, stamp_filters=args.stamp_filters))
     seconds = time.perf_counter() - start
+    if args.keep_models:
+        shutil.copytree(out, Path(args.keep_models) / out.name)
     manifest = json.loads((out / "manifest.json").read_text())
     params = manifest["params"]
     tuned = evaluate(args.model, 1.0, out, tmp, args.device)
