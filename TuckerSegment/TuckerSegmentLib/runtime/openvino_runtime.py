@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TuckerSegmentError
+from ..errors import TuckerSegmentError, first_line
 
 if TYPE_CHECKING:
     from .calibration import CalibrationRecipe
@@ -192,7 +192,7 @@ def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Ca
             cause = error  # OpenVINO wraps the tracer's error: the innermost one says why
             while cause.__cause__ is not None:
                 cause = cause.__cause__
-            why = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+            why = first_line(cause)
             raise TuckerSegmentError(f"OpenVINO could not convert this network: {why}") from error
     if calibration is not None:
         patches = calibration.patches() if hasattr(calibration, "patches") else calibration

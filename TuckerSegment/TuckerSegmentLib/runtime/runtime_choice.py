@@ -78,7 +78,7 @@ class Records:
         record = self._all().get(self.key) or {}
         return {"first_ms": {}, "ms_per_patch": {}, **record}
 
-    def update(self, change: Callable[[dict], None]) -> None:
+    def update(self, change: Callable[[dict], object]) -> None:
         records = self._all()
         record = {"first_ms": {}, "ms_per_patch": {}, **(records.get(self.key) or {})}
         change(record)
@@ -156,23 +156,27 @@ class MeasuredChoice(nn.Module):
         self.tried = False  # the chosen runtime had not been measured before
         self.unavailable = ""  # why OpenVINO could not be used
         self._passes: dict[str, list[float]] = {}  # this process's passes per runtime
+        self._record: dict = {}  # the record as this image's choice read it
 
     def start_image(self, patches: Callable[[], int]) -> None:
         """A new image (TS builds a predictor per model and image): choose again."""
         self.patches, self.chosen = patches, None
 
     def _choose(self) -> str:
+        from ..errors import first_line
+
         names = list(self.candidates)
         while True:
-            name, self.tried = best_for(self.records.get(), names, self.patches())
+            self._record = self.records.get()
+            name, self.tried = best_for(self._record, names, self.patches())
             if name != "openvino":
                 break
             try:
                 self.candidates["openvino"].load()
                 break
             except Exception as error:  # noqa: BLE001 - never fail a run because of OpenVINO
-                self.unavailable = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                self.records.update(lambda r: r.update(openvino_unavailable=self.unavailable[:200]))
+                self.unavailable = first_line(error)
+                self.records.update(lambda r: r.update(openvino_unavailable=self.unavailable))
                 del self.candidates["openvino"]
                 names.remove("openvino")
         for other, candidate in self.candidates.items():
@@ -193,13 +197,17 @@ class MeasuredChoice(nn.Module):
         if not cold:
             passes.append(ms)
 
-        def note(record: dict) -> None:  # kept once measured: the same image, the same choice
+        def note(record: dict) -> bool:  # kept once measured: the same image, the same choice
             if cold and name not in record["first_ms"]:
                 record["first_ms"][name] = round(ms, 1)
             elif passes and (self.tried or name not in record["ms_per_patch"]):
                 record["ms_per_patch"][name] = round(statistics.median(passes), 1)
+            else:
+                return False
+            return True
 
-        self.records.update(note)
+        if note(self._record):  # the file is written only while something is being measured
+            self.records.update(note)
         return out
 
     def release(self) -> None:
