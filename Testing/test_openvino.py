@@ -143,25 +143,21 @@ def test_a_failed_conversion_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("runtime", ["openvino", "auto"])
 def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated_home, tmp_path):
-    """`openvino`: converted once, then read from the cache. `auto`: the first run measures
-    the fused runtime, the second OpenVINO, the third takes the better for its patch count."""
+    """`openvino`: converted once, then read from the cache. `auto` (the default): the first
+    run measures the fused runtime; on the test models' images (milliseconds of network)
+    OpenVINO is not worth trying, so the next run stays fused and converts nothing; where
+    trying pays (here forced with TUCKERSEGMENT_EXPLORE_S=0), a run measures OpenVINO and the
+    next takes the better for its patch count."""
     env = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "cache")}  # a first use
-    runs = ["eager", runtime, runtime] + ([runtime] if runtime == "auto" else [])
+    explore = {**env, "TUCKERSEGMENT_EXPLORE_S": "0"}
+    runs = [("eager", env), (runtime, env), (runtime, env)]
+    runs += [("auto", explore), ("auto", explore)] if runtime == "auto" else []
     sidecars = []
-    for i, name in enumerate(runs):
+    for i, (name, run_env) in enumerate(runs):
         out = tmp_path / f"{name}-{i}.nii.gz"
-        result = run_segment(
-            phantom_files[0],
-            out,
-            "--fast",
-            "--df",
-            "0.5",
-            "--runtime",
-            name,
-            "--progress",
-            "none",
-            env=env,
-        )
+        args = ["--fast", "--df", "0.5", "--progress", "none"]
+        args += [] if name == "auto" else ["--runtime", name]  # auto: the default
+        result = run_segment(phantom_files[0], out, *args, env=run_env)
         assert result.returncode == 0, result.stderr
         assert "torch.jit" not in result.stderr and "TracerWarning" not in result.stderr
         sidecars.append(json.loads(out.with_name(f"{name}-{i}.json").read_text())["models"]["3mm"])
@@ -170,19 +166,23 @@ def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated
             eager = labels
         else:
             assert np.mean(labels == eager) > 0.999
+        if runtime == "auto" and i == 2:
+            assert not list((tmp_path / "cache").rglob("openvino")), "not worth converting"
     if runtime == "openvino":
         assert [s["runtime"] for s in sidecars[1:]] == ["openvino", "openvino"]
         assert sidecars[2]["openvino_conversion"] == "hit"
         return
-    first, second, third = (s["runtime_choice"] for s in sidecars[1:])
-    assert [s["runtime"] for s in sidecars[1:3]] == ["fused", "openvino"]
-    assert first["tried"] and second["tried"] and not third["tried"]
-    assert set(third["first_ms"]) == {"fused", "openvino"}  # both measured in the runs
-    chosen, _ = best_for(second, ["fused", "openvino"], third["patches"])
-    assert sidecars[3]["runtime"] == chosen  # from what the first two runs measured
+    first, second, third, fourth = (s["runtime_choice"] for s in sidecars[1:])
+    assert [s["runtime"] for s in sidecars[1:4]] == ["fused", "fused", "openvino"]
+    assert first["tried"] and not second["tried"]
+    assert set(second["first_ms"]) == {"fused"}, "not worth trying: not measured"
+    assert third["tried"] and not fourth["tried"]
+    assert set(fourth["first_ms"]) == {"fused", "openvino"}  # both measured in the runs
+    chosen, _ = best_for(third, ["fused", "openvino"], fourth["patches"], 0)
+    assert sidecars[4]["runtime"] == chosen  # from what the runs measured
 
 
-def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
+def test_auto_falls_back_when_openvino_cannot_convert(tmp_path, monkeypatch):
     """`--runtime auto` is the default: an OpenVINO failure must not fail the run, and it is
     recorded, so later runs don't try again."""
     from types import SimpleNamespace
@@ -203,6 +203,7 @@ def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         expected = network(x)
+    monkeypatch.setenv("TUCKERSEGMENT_EXPLORE_S", "0")  # try OpenVINO on any image
     runtime, choice, _ = choose_runtime(network, spec, [], blocked, tmp_path / "choices")
     assert runtime == "per image"
     for _ in range(2):  # the first image measures eager, the second would try OpenVINO
@@ -220,8 +221,9 @@ def test_auto_falls_back_when_openvino_cannot_convert(tmp_path):
 
 def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones(tmp_path):
     """OpenVINO's first pass of a process is the dear one, its later ones the cheap ones: one
-    patch and thirty choose differently, each image at its first patch; a runtime never
-    measured is tried first; the runtime not chosen releases what it holds."""
+    patch and thirty choose differently, each image at its first patch; the fused runtime is
+    tried first, OpenVINO on an image fused would take ≥ 10 s on; the runtime not chosen
+    releases what it holds."""
     record = {
         "first_ms": {"fused": 2400, "openvino": 3500},
         "ms_per_patch": {"fused": 1700, "openvino": 1200},
@@ -230,7 +232,12 @@ def test_the_patch_count_decides_between_a_cheap_first_pass_and_cheap_later_ones
     assert best_for(record, both, 1) == ("fused", False)
     assert best_for(record, both, 3) == ("fused", False)  # 5800 < 5900 ms
     assert best_for(record, both, 4) == ("openvino", False)
-    assert best_for({"first_ms": {"fused": 1}, "ms_per_patch": {}}, both, 1) == ("openvino", True)
+    assert best_for({"first_ms": {}, "ms_per_patch": {}}, both, 30) == ("fused", True)
+    fused_only = {"first_ms": {"fused": 2400}, "ms_per_patch": {"fused": 1700}}
+    assert best_for(fused_only, both, 1) == ("fused", False)  # 2.4 s: OpenVINO can't pay
+    assert best_for(fused_only, both, 5) == ("fused", False)  # 9.2 s
+    assert best_for(fused_only, both, 6) == ("openvino", True)  # 10.9 s: worth trying
+    assert best_for(fused_only, both, 1, explore_from_ms=0) == ("openvino", True)
 
     class Candidate(torch.nn.Module):
         def __init__(self, value: float) -> None:

@@ -912,18 +912,20 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         "--runtime",
         choices=("all", "fused", "eager", "openvino", "openvino-int8")
         if benchmark
-        else ("fused", "auto", "eager", "openvino", "openvino-int8"),
-        default="all" if benchmark else "fused",
+        else ("auto", "fused", "eager", "openvino", "openvino-int8"),
+        default="all" if benchmark else "auto",
         help=(
             "all (default): a row for each runtime; fused"
             if benchmark
-            else "fused (default; the fastest and leanest end to end on the CPUs measured)"
+            else "auto (default): fused or openvino, whichever this CPU's own runs measured "
+            "faster for the image's number of patches (a model's first run measures fused; "
+            "openvino is tried on an image fused would take >= TUCKERSEGMENT_EXPLORE_S "
+            "seconds, default 10, on; the measurements are kept, cached per CPU and model); "
+            "fused"
         )
         + ": compressed networks run with instance norm folded into the "
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
-        "tolerance); auto: fused or openvino, whichever this CPU's own runs measured faster for "
-        "the image's number of patches (a model's first run measures fused, its next openvino; "
-        "then kept, cached per CPU and model); openvino: the plain Tucker network under OpenVINO "
+        "tolerance); openvino: the plain Tucker network under OpenVINO "
         "(CPU, fp32; converted "
         "once and cached); openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
         "phantom patches; needs the int8 extra); eager: module by module as PyTorch runs them",

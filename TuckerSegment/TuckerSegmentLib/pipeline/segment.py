@@ -41,7 +41,7 @@ class SegmentOptions:
     device: str = "auto"
     precision: str = "auto"
     compare: bool = False
-    runtime: str = "fused"  # measured best end to end here (README, Performance)
+    runtime: str = "auto"  # fused or OpenVINO, from this CPU's own runs (runtime_choice.py)
     allocator: str = "reuse"
     workers: str = "in-process"
     download: bool = False

@@ -65,6 +65,14 @@ def import_nncf():  # noqa: ANN201
     return nncf
 
 
+def installed() -> bool:
+    """Whether OpenVINO is installed, without importing it (0.35 s a process that may not use
+    it); whether it can be used safely is known when it is imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def version() -> str | None:
     """OpenVINO's version, or None when it is not installed or cannot be used safely."""
     try:

@@ -12,6 +12,13 @@ experts of one architecture share a record, so a first full-mode run tries both)
 each image takes the runtime with the least ``first + (patches − 1) × later`` for its number
 of patches. OpenVINO's conversion is made on first use only and cached beside the compressed
 model (openvino_runtime.py).
+
+OpenVINO is tried only on an image the measured runtime would take at least
+``TUCKERSEGMENT_EXPLORE_S`` seconds (default 10) to run: below that its conversion and its
+costlier first pass cannot pay off in the run that measures it, and a one-patch fast-mode CT
+(about 2 s of network) would pay OpenVINO's memory for nothing. So typical fast-mode runs stay
+on the fused runtime, with the same labels run after run, and full mode (five experts, about
+six patches each) measures both in its first run.
 """
 
 from __future__ import annotations
@@ -92,20 +99,40 @@ class Records:
             pass  # measured again next time
 
 
-def best_for(record: dict, candidates: list[str], patches: int) -> tuple[str, bool]:
-    """(runtime, whether it is being tried): a candidate never measured is tried first;
-    otherwise the least expected time for ``patches`` patches, ``first + (patches − 1) ×
-    later`` (where a run measured only one of the two, it stands in for the other)."""
+EXPLORE_S = 10.0  # default of TUCKERSEGMENT_EXPLORE_S (see the module's docstring)
+
+
+def explore_ms() -> float:
+    """The expected network time of an image from which an untried runtime is tried."""
+    try:
+        return max(0.0, float(os.environ.get("TUCKERSEGMENT_EXPLORE_S", EXPLORE_S))) * 1000
+    except ValueError:
+        return EXPLORE_S * 1000
+
+
+def best_for(
+    record: dict, candidates: list[str], patches: int, explore_from_ms: float | None = None
+) -> tuple[str, bool]:
+    """(runtime, whether it is being tried). The first candidate (the torch runtime, which
+    needs no conversion) is tried while nothing is measured; another is tried when the best
+    measured one would take at least ``explore_from_ms`` on this image; otherwise the least
+    expected time for ``patches`` patches, ``first + (patches − 1) × later`` (where a run
+    measured only one of the two, it stands in for the other)."""
     first, later = record["first_ms"], record["ms_per_patch"]
-    for name in candidates:
-        if name not in first and name not in later:
-            return name, True
+    measured = [name for name in candidates if name in first or name in later]
+    if not measured:
+        return candidates[0], True
 
     def expected_ms(name: str) -> float:
         cold, warm = first.get(name, later.get(name)), later.get(name, first.get(name))
         return cold + (max(1, patches) - 1) * warm
 
-    return min(candidates, key=expected_ms), False
+    best = min(measured, key=expected_ms)
+    untried = [name for name in candidates if name not in measured]
+    threshold = explore_ms() if explore_from_ms is None else explore_from_ms
+    if untried and expected_ms(best) >= threshold:
+        return untried[0], True
+    return best, False
 
 
 class LazyOpenVINO(nn.Module):
@@ -222,11 +249,11 @@ def choose_runtime(
     the one candidate's name, or "per image" and a :class:`MeasuredChoice`. ``network`` is fused
     in place. Never fails because of OpenVINO: without it, the torch runtimes run."""
     from .cpu_fusion import fuse
-    from .openvino_runtime import version
+    from .openvino_runtime import installed
 
     records = Records(choices_root, record_key(spec, layers))
     record = records.get()
-    plain = copy.deepcopy(network) if version() is not None else None  # OpenVINO traces these
+    plain = copy.deepcopy(network) if installed() else None  # OpenVINO traces these
     torch_name = "fused" if fuse(network) else "eager"
     basis: dict[str, Any] = {"first_ms": record["first_ms"], "ms_per_patch": record["ms_per_patch"]}
     if plain is None:
