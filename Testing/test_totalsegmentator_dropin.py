@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from conftest import MODELS, REPO, SHARED, needs_shared
@@ -298,6 +299,24 @@ def test_the_crop_and_task_model_paths_equal_totalsegmentators(
     compressed = ours([*common, "-o", str(tmp_path / "c.nii.gz"), *compression], isolated_home)
     assert compressed.returncode == 0, compressed.stderr
     assert "networks: " + ", ".join(f"{n} DF 0.5 (fused)" for n in networks) in compressed.stderr
+
+
+def test_auto_runtime_measures_fused_then_tries_openvino(ct, isolated_home, tmp_path):
+    """`--runtime auto` (the default) as in `segment`: a model's first run measures the fused
+    runtime; where trying OpenVINO pays (forced here: the test models take milliseconds) the
+    next run measures it; the labels agree within fp32 tolerance."""
+    env = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "cache")}
+    env["TUCKERSEGMENT_EXPLORE_S"] = "0"
+    labels = []
+    for i, runtime in enumerate(("fused", "openvino")):
+        out = tmp_path / f"run{i}.nii.gz"
+        run = ours(
+            ["-i", str(ct), "-o", str(out), "-d", "cpu", "--fast", "--ml", "--df", "0.5"], env
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"networks: 3mm DF 0.5 ({runtime})" in run.stderr
+        labels.append(np.asanyarray(nib.load(str(out)).dataobj))
+    assert np.mean(labels[0] == labels[1]) > 0.999
 
 
 # TS's other options: each group with --df 1 gives TS's own files (they act around the networks)

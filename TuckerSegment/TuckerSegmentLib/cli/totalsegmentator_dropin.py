@@ -38,7 +38,13 @@ def compression_parser() -> argparse.ArgumentParser:
         "another task's name (e.g. lung_vessels=0.7,6mm=1)",
     )
     add_factorization_options(group)
-    group.add_argument("--runtime", choices=("fused", "eager"), default="fused")
+    group.add_argument(
+        "--runtime",
+        choices=("auto", "fused", "eager"),
+        default="auto",
+        help="auto (default): fused or openvino per image, from this CPU's own runs "
+        "(as tucker-segment segment's --runtime); fused; eager",
+    )
     group.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     group.add_argument(
         "--download",
@@ -81,7 +87,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
 
     from ..engine.layer_policy import resolve_policy
     from ..engine.ranks import check_df
-    from ..pipeline.every_model import CompressionChoice, compressing_chooser
+    from ..pipeline.every_model import CompressionChoice, compressing_chooser, on_loaded_for
     from ..runtime.devices import device_kind
     from ..runtime.precision import resolve_precision
     from ..storage.scratch import run_scratch
@@ -117,7 +123,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
     precision = resolve_precision(ours.precision, device_kind(device))
     loaded: list = []
     choose = compressing_chooser(choice, device, precision, loaded)
-    predictor = predictor_class(choose, device_kind(device), precision)
+    predictor = predictor_class(choose, device_kind(device), precision, on_loaded_for(loaded))
     with (
         run_scratch(),
         ts_environment(weights_dir()),
@@ -129,8 +135,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         code = run_totalsegmentator_command(ts_args, PROG)
     if loaded:
         summary = ", ".join(
-            f"{m.name} " + ("original" if m.df == 1.0 else f"DF {m.df:g} ({m.runtime})")
-            for m in loaded
+            f"{m.name} " + ("original" if m.df == 1.0 else f"DF {m.df:g} ({m.ran})") for m in loaded
         )
         print(f"{PROG}: networks: {summary}", file=sys.stderr)
     for warning in sorted({m.warning for m in loaded if m.warning}):

@@ -27,7 +27,7 @@ class CompressionChoice:
     rank_floor: int = DEFAULT_RANK_FLOOR
     method: str = "hosvd"
     policy: str = "default"
-    runtime: str = "fused"
+    runtime: str = "auto"
 
 
 @dataclass
@@ -40,6 +40,26 @@ class LoadedModel:
     runtime: str
     cache: str
     warning: str | None = None
+    network: Any = None  # a measured runtime choice (auto): what it chose is known after the run
+
+    @property
+    def ran(self) -> str:
+        """The runtime that ran (auto's choice once made)."""
+        return getattr(self.network, "chosen", None) or self.runtime
+
+
+def on_loaded_for(loaded: list[LoadedModel]) -> Any:
+    """The predictor's ``on_loaded`` callback: TS runs one model at a time, so the models
+    loaded before release what they hold (OpenVINO's compiled memory), and a measured
+    runtime choice learns the new image's patch count."""
+
+    def on_loaded(folder: Path, wrapped: Any, predictor: Any) -> None:
+        for model in loaded[:-1]:
+            getattr(model.network, "release", lambda: None)()
+        if hasattr(wrapped.network, "start_image"):
+            wrapped.network.start_image(lambda: predictor.windows)
+
+    return on_loaded
 
 
 def model_df(choice: CompressionChoice, name: str) -> float:
@@ -72,7 +92,17 @@ def compressing_chooser(
         cached = compressed_model(folder, settings, device_kind(device), precision)
         network = cached.network
         cpu_fp32 = device == "cpu" and precision == "fp32"
-        runtime = "fused" if choice.runtime == "fused" and cpu_fp32 and fuse(network) else "eager"
+        if choice.runtime == "auto" and cpu_fp32:
+            from ..runtime.runtime_choice import choose_runtime
+            from ..storage.cache import cache_root
+
+            manifest = cached.manifest
+            runtime, network, _ = choose_runtime(
+                network, manifest.spec, manifest.layers, cached.path, cache_root()
+            )
+        else:
+            fused = choice.runtime == "fused" and cpu_fp32 and fuse(network)
+            runtime = "fused" if fused else "eager"
         loaded.append(
             LoadedModel(
                 identity.name,
@@ -81,6 +111,7 @@ def compressing_chooser(
                 runtime,
                 "hit" if cached.hit else "miss",
                 warning,
+                network,
             )
         )
         prepared = PreparedModel(network, cached.manifest.layers, settings.method)
