@@ -60,7 +60,6 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
         "3mm",
         "--df",
         "0.5",
-        "0.1",
         "--patch",
         "32",
         "32",
@@ -81,14 +80,14 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
         (1.0, "openvino-int8"),  # and quantized to int8 by NNCF
         *[
             (df, runtime)
-            for df in (0.5, 0.1)
+            for df in (0.5,)
             for runtime in ("eager", "fused", "openvino", "openvino-int8")
         ],
     ]
     assert rows[0]["speedup"] == 1.0 and rows[0]["variant"] == "original"
     assert rows[1]["params"] == rows[2]["params"] == rows[3]["params"] == rows[0]["params"]
     assert rows[4]["params"] == rows[6]["params"] < rows[0]["params"]
-    assert rows[8]["gflops"] < rows[4]["gflops"]
+    assert rows[4]["gflops"] < rows[0]["gflops"]
     assert all(r["median_ms"] > 0 and r["device"] == "cpu" for r in rows)
     assert {r["allocator"] for r in rows} == {"reuse"}
     saved = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "benchmark.json"
