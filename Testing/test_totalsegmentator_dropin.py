@@ -430,7 +430,7 @@ def test_a_licence_number_is_stored_in_the_private_config_without_a_connection(
 def tucker_segment(args: list[str], isolated_home: dict) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("tucker-segment")
     return subprocess.run(
-        [str(exe), *_one_export_worker(args)],
+        [str(exe), *args],
         capture_output=True,
         text=True,
         env=_env(isolated_home),
