@@ -49,15 +49,13 @@ class LoadedModel:
 
 
 def on_loaded_for(loaded: list[LoadedModel]) -> Any:
-    """The predictor's ``on_loaded`` callback: TS runs one model at a time, so the models
-    loaded before release what they hold (OpenVINO's compiled memory), and a measured
-    runtime choice learns the new image's patch count."""
+    """The predictor's ``on_loaded`` callback, as `segment`'s (runtime_choice.start_model)."""
 
     def on_loaded(folder: Path, wrapped: Any, predictor: Any) -> None:
-        for model in loaded[:-1]:
-            getattr(model.network, "release", lambda: None)()
-        if hasattr(wrapped.network, "start_image"):
-            wrapped.network.start_image(lambda: predictor.windows)
+        from ..runtime.runtime_choice import start_model
+
+        earlier = [model.network for model in loaded[:-1]]
+        start_model(wrapped.network, earlier, lambda: predictor.windows)
 
     return on_loaded
 

@@ -254,10 +254,9 @@ def _run_ts(
             f"{label}: patch {calls}/{predictor.windows or '?'}",
         )
         span(index / len(order), f"{label}: predicting")
-        for _, earlier in wrappers:  # TS runs one model at a time: free what the others hold
-            getattr(earlier.network, "release", lambda: None)()
-        if hasattr(wrapped.network, "start_image"):  # a measured runtime choice (auto)
-            wrapped.network.start_image(lambda: predictor.windows)
+        from ..runtime.runtime_choice import start_model
+
+        start_model(wrapped.network, [w.network for _, w in wrappers], lambda: predictor.windows)
         wrappers.append((label, wrapped))
         threads.append(torch.get_num_threads())
 

@@ -242,6 +242,16 @@ class MeasuredChoice(nn.Module):
             getattr(candidate, "release", lambda: None)()
 
 
+def start_model(network: nn.Module, earlier: list, windows: Callable[[], int]) -> None:
+    """TS runs one model at a time: the networks loaded before release what they hold
+    (OpenVINO's compiled memory), and a measured choice learns the new image's patch count."""
+    for other in earlier:
+        if other is not network:
+            getattr(other, "release", lambda: None)()
+    if isinstance(network, MeasuredChoice):
+        network.start_image(windows)
+
+
 def choose_runtime(
     network: nn.Module, spec: Any, layers: list, cache_entry: Path, choices_root: Path
 ) -> tuple[str, nn.Module, dict[str, Any]]:
