@@ -293,7 +293,9 @@ def test_the_original_network_labels_cases_like_it_segments(tiny_dataset, tmp_pa
     assert 2 * overlap / ((made == liver).sum() + (truth == liver).sum()) > 0.8
 
 
-def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path, isolated_home):
+def test_finetune_on_images_only_learns_from_the_original(
+    tiny_dataset, tmp_path, isolated_home, cli
+):
     """--labels original: a dataset without labelsTr is labelled by the original network, then
     fine-tuned on as usual (here with --augmentation none: nnU-Net's NoDA trainer mixed in, and
     every patch centred on a structure);
@@ -319,13 +321,7 @@ def test_finetune_on_images_only_learns_from_the_original(tiny_dataset, tmp_path
     trainer = json.loads((out / "training" / "trainer-settings.json").read_text())  # nnU-Net's
     assert float(trainer["oversample_foreground_percent"]) == 1.0
     assert "hostname" not in trainer
-    plain = subprocess.run(
-        _command(images_only, tmp_path / "other"),
-        capture_output=True,
-        text=True,
-        env={**os.environ, **isolated_home},
-        timeout=300,
-    )
+    plain = cli(*_command(images_only, tmp_path / "other")[1:])  # refused before any work
     assert plain.returncode == 1 and "has no labelsTr/ folder" in plain.stderr
 
 
@@ -364,22 +360,20 @@ def test_without_augmentation_the_trainer_trains_on_nnunets_validation_transform
     assert nnUNetTrainerTuckerNoDA.configure_optimizers is nnUNetTrainerTucker.configure_optimizers
 
 
-def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(tiny_dataset, tmp_path, isolated_home):
+def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(
+    tiny_dataset, tmp_path, isolated_home, cli
+):
     """--start-from a `prune --structured` model: nnU-Net's trainer trains that smaller network
     (not a fresh decomposition); the result keeps its channels and its pruning record, loads,
-    and has learned (its weights moved); a model of other weights is refused in one line."""
+    and has learned (its weights moved); a model of other weights is refused in one line. (The
+    prunes and the refusal run in this process: a child process adds nothing to them.)"""
     from TuckerSegmentLib.storage.compressed_format import load_compressed
 
     env = {**os.environ, **isolated_home}
-    exe = Path(sys.executable).with_name("tucker-segment")
     pruned = tmp_path / "pruned"
-    made = subprocess.run(
-        [str(exe), "prune", "--model", "3mm", "--weights-dir", str(MODELS)]
-        + ["--method", "random-widest", "--ratio", "0.3", "--structured", "-o", str(pruned)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    made = cli(
+        *["prune", "--model", "3mm", "--weights-dir", MODELS, "--method", "random-widest"],
+        *["--ratio", "0.3", "--structured", "-o", pruned],
     )
     assert made.returncode == 0, made.stderr
     out = tmp_path / "model"
@@ -395,22 +389,12 @@ def test_a_structurally_pruned_model_is_fine_tuned_as_it_is(tiny_dataset, tmp_pa
     assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
     assert any(not torch.equal(before[k], after[k]) for k in before)
     other = tmp_path / "other-pruned"
-    six = subprocess.run(
-        [str(exe), "prune", "--model", "6mm", "--weights-dir", str(MODELS)]
-        + ["--method", "l2", "--ratio", "0.3", "-o", str(other)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    six = cli(
+        *["prune", "--model", "6mm", "--weights-dir", MODELS, "--method", "l2", "--ratio", "0.3"],
+        *["-o", other],
     )
     assert six.returncode == 0, six.stderr
-    refused = subprocess.run(
-        _command(tiny_dataset, tmp_path / "x") + ["--start-from", str(other)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    refused = cli(*_command(tiny_dataset, tmp_path / "x")[1:], "--start-from", other)
     assert refused.returncode == 1
     assert "was not made from the installed 3mm model's weights" in refused.stderr
 

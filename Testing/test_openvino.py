@@ -149,6 +149,7 @@ def test_segment_runtimes_give_the_eager_labels(runtime, phantom_files, isolated
     trying pays (here forced with TUCKERSEGMENT_EXPLORE_S=0), a run measures OpenVINO and the
     next takes the better for its patch count."""
     env = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "cache")}  # a first use
+    env.pop("TUCKERSEGMENT_EXPLORE_S")  # the default threshold
     explore = {**env, "TUCKERSEGMENT_EXPLORE_S": "0"}
     runs = [("eager", env), (runtime, env), (runtime, env)]
     runs += [("auto", explore), ("auto", explore)] if runtime == "auto" else []

@@ -143,57 +143,58 @@ def _same_statistics(a: Path, b: Path) -> None:
             assert second[name][key] == pytest.approx(value, rel=1e-6, abs=1e-6), (name, key)
 
 
-OPTIONS = {
-    "folder+statistics": ["--fast", "--statistics"],  # TS's default output, with statistics.json
-    "ml": ["--fast", "--ml"],
-}
-
-
-@pytest.mark.parametrize("name", list(OPTIONS))
-def test_df_1_gives_totalsegmentators_own_output(name, ct, isolated_home, tmp_path):
-    options = OPTIONS[name]
-    ml = "--ml" in options
-    ts_out = tmp_path / ("ts.nii.gz" if ml else "ts")
-    our_out = tmp_path / ("ours.nii.gz" if ml else "ours")
-    common = ["-i", str(ct), "-d", "cpu", "-q", *options]
-    ts = plain_ts([*common, "-o", str(ts_out)], isolated_home)
+def test_df_1_gives_totalsegmentators_own_folder_and_statistics(ct, isolated_home, tmp_path):
+    """TS's default output (a file per structure) with --statistics: at --df 1 the same files,
+    voxels, headers and statistics; compressed, only the networks differ: the same file set
+    and statistics entries."""
+    common = ["-i", str(ct), "-d", "cpu", "-q", "--fast", "--statistics"]
+    ts = plain_ts([*common, "-o", str(tmp_path / "ts")], isolated_home)
     assert ts.returncode == 0, ts.stderr
-    run = ours([*common, "-o", str(our_out), "--df", "1"], isolated_home)
+    run = ours([*common, "-o", str(tmp_path / "ours"), "--df", "1"], isolated_home)
     assert run.returncode == 0, run.stderr
     assert "networks: 3mm original" in run.stderr
-    if ml:
-        _same_images(ts_out, our_out)
-        ts_files = {p.name for p in tmp_path.iterdir() if p.name.startswith("ts")}
-        our_files = {
-            p.name.replace("ours", "ts", 1) for p in tmp_path.iterdir() if p.name.startswith("ours")
-        }
-        assert our_files == ts_files
-    else:
-        assert len(_same_folders(ts_out, our_out)) >= 117
-        # compressed, only the networks differ: the same file set and statistics entries
-        compressed = tmp_path / "compressed"
-        run = ours([*common, "-o", str(compressed), "--df", "0.5"], isolated_home)
-        assert run.returncode == 0, run.stderr
-        assert "networks: 3mm DF 0.5 (fused)" in run.stderr
-        assert _files(compressed).keys() == _files(ts_out).keys()
-        assert (
-            json.loads((compressed / "statistics.json").read_text()).keys()
-            == json.loads((ts_out / "statistics.json").read_text()).keys()
-        )
+    assert len(_same_folders(tmp_path / "ts", tmp_path / "ours")) >= 117
+    compressed = tmp_path / "compressed"
+    run = ours([*common, "-o", str(compressed), "--df", "0.5"], isolated_home)
+    assert run.returncode == 0, run.stderr
+    assert "networks: 3mm DF 0.5 (fused)" in run.stderr
+    assert _files(compressed).keys() == _files(tmp_path / "ts").keys()
+    assert (
+        json.loads((compressed / "statistics.json").read_text()).keys()
+        == json.loads((tmp_path / "ts" / "statistics.json").read_text()).keys()
+    )
 
 
-def test_ml_statistics_land_where_ts_puts_them(ct, isolated_home, tmp_path):
-    """--ml with --statistics: TS writes statistics.json beside the output file; so do we."""
+def test_ml_output_statistics_report_and_probabilities_are_tss_own(ct, isolated_home, tmp_path):
+    """--ml (one label file) at --df 1, with what TS writes beside it, in one run each (a run
+    per option took CI 80 s more and tests nothing these don't): --statistics lands beside the
+    output file, -rp is TS's JSON run report, -sp nnU-Net's class probabilities."""
+    runs = {}
     for who, runner, extra in (("ts", plain_ts, []), ("ours", ours, ["--df", "1"])):
         folder = tmp_path / who
         folder.mkdir()
         args = ["-i", str(ct), "-o", str(folder / "seg.nii.gz"), "-d", "cpu", "-q", "--fast"]
-        result = runner([*args, "--ml", "--statistics", *extra], isolated_home)
-        assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "ts").iterdir()) == sorted(
-        p.name for p in (tmp_path / "ours").iterdir()
-    )
+        args += ["--ml", "--statistics", "-rp", str(folder / "report.json")]
+        args += ["-sp", str(folder / "probs.npz")]
+        runs[who] = runner([*args, *extra], isolated_home)
+        assert runs[who].returncode == 0, runs[who].stderr
+    assert "networks: 3mm original" in runs["ours"].stderr
+    _same_images(tmp_path / "ts" / "seg.nii.gz", tmp_path / "ours" / "seg.nii.gz")
+    assert _files(tmp_path / "ours").keys() == _files(tmp_path / "ts").keys()
     _same_statistics(tmp_path / "ts" / "statistics.json", tmp_path / "ours" / "statistics.json")
+    reports = {w: json.loads((tmp_path / w / "report.json").read_text()) for w in ("ts", "ours")}
+    assert reports["ours"].keys() == reports["ts"].keys()
+    for key in ("task", "fast", "ml", "classes"):
+        if key in reports["ts"]:
+            assert reports["ours"][key] == reports["ts"][key], key
+    probabilities = {w: sorted((tmp_path / w).glob("probs*")) for w in ("ts", "ours")}
+    assert [p.name for p in probabilities["ours"]] == [p.name for p in probabilities["ts"]]
+    assert probabilities["ts"]
+    for a, b in zip(probabilities["ts"], probabilities["ours"], strict=True):
+        if a.suffix == ".npz":
+            first, second = np.load(a), np.load(b)
+            for name in first.files:
+                np.testing.assert_allclose(first[name], second[name], atol=1e-5)
 
 
 def test_what_ts_rejects_comes_back_in_one_line(ct, isolated_home, tmp_path):
@@ -340,12 +341,13 @@ PASS_THROUGH = {
     # -ms only changes task total_v3 (small is refused elsewhere, below) and TS 2.18 no longer
     # reads -cp: accepted all the same
     + ["-v1o", "-ms", "big", "-cp", "/tmp", "-sl", "-ho"],
-    "force-split": ["--fast", "--ml", "-fs"],
+    # the same TS run as segment's post-processing case (tall: -fs needs more than 60 slices)
+    "force-split": ["--fast", "--ml", "-rmb", "20", "-ho", "-fs"],
     "roi-subset-robust": ["--fast", "--ml", "-rsr", "liver", "spleen"],
-    "robust-crop": ["--fast", "--ml", "-rc", "-rs", "liver"],
     "full-roi-subset": ["--ml", "--roi_subset", "liver", "spleen"],
-    # the pairs users combine most, with TS's default output (a folder per structure)
-    "roi-subset-statistics-folder": ["--fast", "--statistics", "--roi_subset", "liver", "spleen"],
+    # the pairs users combine most, with TS's default output (a folder per structure); -rc: the
+    # 3 mm model crops, not the 6 mm one
+    "roi-subset-statistics-folder": ["--fast", "--statistics", "-rs", "liver", "spleen", "-rc"],
 }
 
 
@@ -367,30 +369,6 @@ def test_ts_options_pass_through_unchanged(name, request, ts_ml, isolated_home, 
     run = ours([*common, "-o", str(tmp_path / "ours"), "--df", "1"], isolated_home)
     assert run.returncode == 0, run.stderr
     _same_folders(tmp_path / "ts", tmp_path / "ours")
-
-
-def test_run_report_and_probabilities_are_tss_own(ct, isolated_home, tmp_path):
-    """-rp (TS's JSON run report) and -sp (nnU-Net's class probabilities) at --df 1."""
-    for who, runner, extra in (("ts", plain_ts, []), ("ours", ours, ["--df", "1"])):
-        folder = tmp_path / who
-        folder.mkdir()
-        args = ["-i", str(ct), "-o", str(folder / "seg.nii.gz"), "-d", "cpu", "-q", "--fast"]
-        args += ["--ml", "-rp", str(folder / "report.json"), "-sp", str(folder / "probs.npz")]
-        result = runner([*args, *extra], isolated_home)
-        assert result.returncode == 0, result.stderr
-    reports = {w: json.loads((tmp_path / w / "report.json").read_text()) for w in ("ts", "ours")}
-    assert reports["ours"].keys() == reports["ts"].keys()
-    for key in ("task", "fast", "ml", "classes"):
-        if key in reports["ts"]:
-            assert reports["ours"][key] == reports["ts"][key], key
-    probabilities = {w: sorted((tmp_path / w).glob("probs*")) for w in ("ts", "ours")}
-    assert [p.name for p in probabilities["ours"]] == [p.name for p in probabilities["ts"]]
-    assert probabilities["ts"]
-    for a, b in zip(probabilities["ts"], probabilities["ours"], strict=True):
-        if a.suffix == ".npz":
-            first, second = np.load(a), np.load(b)
-            for name in first.files:
-                np.testing.assert_allclose(first[name], second[name], atol=1e-5)
 
 
 def test_listing_tasks_and_classes_is_tss_own(isolated_home):
@@ -439,54 +417,54 @@ def tucker_segment(args: list[str], isolated_home: dict) -> subprocess.Completed
 
 
 @pytest.mark.parametrize(
-    "ts_options, our_options, models",
+    "ts_options, our_options, models, compress",
     [
         (
             ["--fast", "--roi_subset", "liver", "spleen"],
             ["--fast", "--roi-subset", "liver", "spleen"],
             ["6mm", "3mm"],
+            True,
         ),
-        (["--fastest"], ["--fastest"], ["6mm"]),
+        (["--fastest"], ["--fastest"], ["6mm"], True),
         (
             ["--roi_subset", "liver", "spleen"],
             ["--roi-subset", "liver", "spleen"],
             ["6mm", "organs"],
+            True,
         ),
-        (["--fast", "--body_seg"], ["--fast", "--body-seg"], ["body", "3mm"]),
+        (["--fast", "--body_seg"], ["--fast", "--body-seg"], ["body", "3mm"], True),
+        # options that act around the 3 mm network, one run (compressed runs of it abound)
         (
-            ["--fast", "-rmb", "20", "-ho"],
-            ["--fast", "--remove-small-blobs", "20", "--higher-order-resampling"],
+            ["--fast", "-rmb", "20", "-ho", "-fs"],
+            ["--fast", "--remove-small-blobs", "20", "--higher-order-resampling", "--force-split"],
             ["3mm"],
+            False,
         ),
-        (["--fast", "-fs"], ["--fast", "--force-split"], ["3mm"]),
     ],
-    ids=[
-        "fast-roi_subset",
-        "fastest",
-        "full-roi_subset",
-        "body_seg",
-        "post-processing",
-        "force-split",
-    ],
+    ids=["fast-roi_subset", "fastest", "full-roi_subset", "body_seg", "post-processing"],
 )
 def test_segment_gains_roi_subset_and_fastest(
-    ts_options, our_options, models, request, ts_ml, isolated_home, tmp_path
+    ts_options, our_options, models, compress, request, ts_ml, isolated_home, tmp_path
 ):
-    """`tucker-segment segment` has TS's --roi_subset and --fastest too: at --df 1 TS's labels;
-    compressed, exactly the networks TS runs for them (full mode: only the experts that know the
-    structures) are compressed, and the sidecar says so. Likewise --body_seg (the 6 mm body
-    model crops), and TS's --remove_small_blobs, --higher_order_resampling, --force_split."""
+    """`tucker-segment segment` has TS's --roi_subset and --fastest too: at --df 1 TS's labels
+    from exactly the networks TS runs for them (full mode: only the experts that know the
+    structures); compressed, each of those is compressed, and the sidecar says so. Likewise
+    --body_seg (the 6 mm body model crops), and TS's --remove_small_blobs,
+    --higher_order_resampling, --force_split."""
     ct = request.getfixturevalue("tall_ct" if "-fs" in ts_options else "ct")
     reference = ts_ml(ct, ts_options, isolated_home)
     common = ["segment", "-i", str(ct), "--device", "cpu", "--progress", "none", *our_options]
     run = tucker_segment([*common, "-o", str(tmp_path / "ours.nii.gz"), "--df", "1"], isolated_home)
     assert run.returncode == 0, run.stderr
     _same_images(reference, tmp_path / "ours.nii.gz")
-    compressed = tucker_segment([*common, "-o", str(tmp_path / "c.nii.gz")], isolated_home)
-    assert compressed.returncode == 0, compressed.stderr
-    sidecar = json.loads((tmp_path / "c.json").read_text())
+    sidecar = json.loads((tmp_path / "ours.json").read_text())
     assert list(sidecar["models"]) == models
-    assert all(m["compressed"] and m["df"] == 0.3 for m in sidecar["models"].values())
+    if compress:
+        compressed = tucker_segment([*common, "-o", str(tmp_path / "c.nii.gz")], isolated_home)
+        assert compressed.returncode == 0, compressed.stderr
+        sidecar = json.loads((tmp_path / "c.json").read_text())
+        assert list(sidecar["models"]) == models
+        assert all(m["compressed"] and m["df"] == 0.3 for m in sidecar["models"].values())
 
 
 def test_segment_refuses_unknown_roi_subset_names_in_one_line(ct, cli, tmp_path):
