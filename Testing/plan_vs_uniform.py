@@ -55,6 +55,8 @@ def agreement(model: str, seed: int, tmp: Path, **run) -> float:
             out,
             fast=fast,
             expert_df={**others, **({model: run["df"]} if "df" in run else {})},
+            # the one-DF networks at the rank floor their parameter counts were found at
+            **({"rank_floor": run["rank_floor"]} if "rank_floor" in run else {}),
             plans=run.get("plans", []),
             compare=True,
             device="cpu",
@@ -147,8 +149,9 @@ def main() -> int:
                 spec, plan["params"]["planned"], args.rank_floor
             )
             planned = [agreement(model, s, tmp, plans=[plan_path]) for s in EVAL_SEEDS]
-            under = [agreement(model, s, tmp, df=below) for s in EVAL_SEEDS]
-            over = [agreement(model, s, tmp, df=above) for s in EVAL_SEEDS]
+            floor = args.rank_floor
+            under = [agreement(model, s, tmp, df=below, rank_floor=floor) for s in EVAL_SEEDS]
+            over = [agreement(model, s, tmp, df=above, rank_floor=floor) for s in EVAL_SEEDS]
             row = {
                 "model": model,
                 "budget_percent": float(percent),
