@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def _own_temp_folder() -> Iterator[None]:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # still there when multiprocessing made its folder
+        folder.rmdir()
 
 
 @pytest.fixture(autouse=True)
