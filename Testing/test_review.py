@@ -287,9 +287,7 @@ def test_a_row_jumps_both_views_and_they_differ_as_dice_says(browser, server, re
         )
         voxel_dice, in_original, in_compressed = _slice_dice(result, name, z)
         assert in_original > 0, "the jump lands on the structure"
-        left = _mask(
-            page.settled("#view-original", until=lambda p: _mask(p, color).any()), color
-        )
+        left = _mask(page.settled("#view-original", until=lambda p: _mask(p, color).any()), color)
         right = _mask(
             page.settled(
                 "#view-compressed", until=lambda p: _mask(p, color).any() == (in_compressed > 0)

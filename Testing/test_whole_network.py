@@ -7,9 +7,9 @@ from TuckerSegmentLib.engine.tucker_block import TuckerConv3d
 from TuckerSegmentLib.ts.architectures import builtin_spec
 
 
-@pytest.mark.parametrize(
-    ("model", "method"), [("3mm", "hosvd"), ("3mm", "hooi"), ("1.5mm", "hosvd")]
-)
+# HOOI's DF-1 exactness is checked on every layer kind in test_tucker_block; here the wiring of
+# whole networks (method-independent) with HOSVD: HOOI on TS's 320-channel layers takes minutes.
+@pytest.mark.parametrize(("model", "method"), [("3mm", "hosvd"), ("1.5mm", "hosvd")])
 def test_df_one_network_equals_original(model, method):
     spec = builtin_spec(model)
     network = spec.build("cpu", seed=7)
