@@ -428,7 +428,7 @@ def test_stamp_prunes_while_training_and_the_result_segments(
     env = {**os.environ, **isolated_home}
     out = tmp_path / "stamp"
     command = _command(tiny_dataset, out) + ["--stamp", "90%", "--stamp-filters", "6"]
-    command += ["--stamp-margin", "1"]
+    command += ["--stamp-margin", "1", "--epochs", "2"]  # a removal, a kill, a resumed epoch
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
