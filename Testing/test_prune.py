@@ -4,6 +4,7 @@ filters in the compressed-model format, run through TS's pipeline like any compr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,43 @@ def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_
     assert bad.returncode == 1 and "unknown method svd" in bad.stderr
     bad = run_cli(*command, "--trained", str(tmp_path), env=env)
     assert bad.returncode == 1 and "not a compressed model" in bad.stderr
+
+
+def test_pruned_models_are_benchmarked_beside_their_original(cli, tmp_path, isolated_home):
+    """`benchmark --compressed-model`: a structured prune times as the smaller network it is, a
+    zeroed one (the paper's variant) as the original's shapes; rows of the models' own
+    architecture, the DF grid's saved rows untouched; clashes refused in one line."""
+    from TuckerSegmentLib.cli.info import BENCHMARK_FILE
+
+    models = {"smaller": ["--structured", "--method", "random-widest", "--ratio", "0.3"]}
+    models["zeroed"] = ["--method", "l2", "--ratio", "0.5"]
+    for name, options in models.items():
+        made = cli(
+            "prune", "--model", "3mm", "--weights-dir", MODELS, *options, "-o", tmp_path / name
+        )
+        assert made.returncode == 0, made.stderr
+    common = ["benchmark", "--device", "cpu", "--runtime", "eager", "--repeats", "1"]
+    run = cli(*common, "--compressed-model", tmp_path / "smaller", tmp_path / "zeroed", "--json")
+    assert run.returncode == 0, run.stderr
+    rows = {row["label"]: row for row in json.loads(run.stdout)}
+    assert list(rows) == ["original", "smaller", "zeroed"]
+    manifests = {n: json.loads((tmp_path / n / "manifest.json").read_text()) for n in models}
+    assert rows["original"]["params"] == manifests["smaller"]["params"]["original"]
+    assert rows["smaller"]["params"] == manifests["smaller"]["params"]["compressed"]
+    assert rows["smaller"]["gflops"] < rows["original"]["gflops"]
+    assert rows["zeroed"]["params"] == rows["original"]["params"]  # zeros still run
+    assert rows["original"]["speedup"] == 1.0 and rows["smaller"]["variant"] == "given"
+    assert not (Path(isolated_home["TUCKERSEGMENT_CACHE"]) / BENCHMARK_FILE).exists()
+    six = cli(
+        *["prune", "--model", "6mm", "--weights-dir", MODELS, "--method", "l2", "--ratio", "0.3"],
+        *["-o", tmp_path / "six"],
+    )
+    assert six.returncode == 0, six.stderr
+    for extra, message in (
+        ([tmp_path / "smaller", tmp_path / "six"], "of different architectures"),
+        ([tmp_path / "smaller", "--df", "0.5"], "--df and --compressed-model"),
+        ([tmp_path], "not a compressed model"),
+    ):
+        refused = cli(*common, "--compressed-model", *extra)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1

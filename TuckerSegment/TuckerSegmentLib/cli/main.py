@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..engine.fidelity import DEFAULT_DF, defaults_text
@@ -953,6 +953,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "--df", type=_dfs, nargs="+", default=None, help="DFs to time (default 0.9 0.5 0.3 0.1)"
     )
     p.add_argument(
+        "--compressed-model",
+        nargs="+",
+        metavar="DIR",
+        help="time these models (`prune`, `compress --plan`, `finetune` outputs) instead of the "
+        "DF grid, beside the original of their architecture; all of one architecture",
+    )
+    p.add_argument(
         "--device",
         default="auto",
         help="auto (default), cpu, cuda (the first GPU), cuda:N (GPU N) or mps",
@@ -983,9 +990,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise TuckerSegmentError("--repeats must be at least 1")
+    given = _given_models(args) if args.compressed_model else None
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    spec = builtin_spec(args.model, args.expert)
+    spec = given[0][1].spec if given else builtin_spec(args.model, args.expert)
     dfs = [d for group in args.df for d in group] if args.df else [0.9, 0.5, 0.3, 0.1]
     progress = Progress("bar")
     try:
@@ -1002,10 +1010,12 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             ),
             runtime=args.runtime,
             allocator=args.allocator,
+            given=[(label, m.settings.df, network) for label, m, network in given or []],
         )
     finally:
         progress.close()
-    save_results(rows, cache_root() / BENCHMARK_FILE)
+    if not given:  # `info` reads the DF grid's rows
+        save_results(rows, cache_root() / BENCHMARK_FILE)
     if args.output:
         with open(args.output, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0].to_json()))
@@ -1015,6 +1025,30 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         plot_rows(rows, Path(args.plot))
     print(json.dumps([r.to_json() for r in rows]) if args.json else format_rows(rows))
     return 0
+
+
+def _given_models(args: argparse.Namespace) -> list[tuple[str, Any, Any]]:
+    """`benchmark --compressed-model`: (label, manifest, network) of each model, loaded before
+    any timing; one line for a bad folder, a mix of architectures or options that clash."""
+    from ..storage.compressed_format import load_compressed
+
+    if args.df:
+        raise TuckerSegmentError("--df and --compressed-model: time one or the other")
+    if args.plot:
+        raise TuckerSegmentError("--plot draws the DF grid: leave it out with --compressed-model")
+    if args.layer_policy not in ("auto", "default") or args.latency:
+        raise TuckerSegmentError("--layer-policy/--latency shape the DF grid, not given models")
+    given = []
+    for folder in args.compressed_model:
+        network, manifest = load_compressed(folder)
+        given.append((Path(folder).name, manifest, network))
+    architectures = {json.dumps(m.spec.to_json(), sort_keys=True) for _, m, _ in given}
+    if len(architectures) > 1:
+        raise TuckerSegmentError(
+            "--compressed-model: these models are of different architectures; "
+            "benchmark each architecture in a run of its own"
+        )
+    return given
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,10 @@
 """`benchmark`: forward time of one TS patch for the original network and each DF, on this
 machine, interleaved in one run; the layout of the paper's Table 2 for the user's device.
 
-Seeded random weights at the real TS architecture (weights don't change speed). Variants are
+Seeded random weights at the real TS architecture (weights don't change speed); or, with
+``given`` models (pruned, planned, fine-tuned: `benchmark --compressed-model`), those networks
+beside the original of their architecture, since a pruned network's speed is what its shapes
+give, not its FLOP count. Variants are
 timed round-robin after a warm-up, and the median of the repeats is reported, so a background
 load affects all variants alike; speed-ups are ratios within the run.
 """
@@ -39,6 +42,7 @@ class BenchmarkRow:
     variant: str = "default"  # layer policy of the compressed rows; "original" for DF 1
     runtime: str = "eager"  # "fused": cpu_fusion's execution of the same network
     allocator: str = "default"  # "reuse": freed memory kept for reuse (allocator.py)
+    label: str = ""  # a given model's name (its folder); empty for the DF grid's rows
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +175,33 @@ def build_variants(
     return variants
 
 
+def build_given_variants(
+    spec: NetworkSpec,
+    given: list[tuple[str, float, nn.Module]],
+    device: str,
+    precision: str,
+    runtime: str,
+    folder: Path,
+) -> tuple[list[tuple[float, str, nn.Module, nn.Module]], list[str]]:
+    """As build_variants, with the given (label, DF, network) models in place of the DF grid;
+    also each variant's label ("original" for the original's rows)."""
+    variants = build_variants(spec, [], device, precision, runtime=runtime, folder=folder)
+    labels = ["original"] * len(variants)
+    runtimes = list(dict.fromkeys(v[1] for v in variants))
+    for index, (label, df, network) in enumerate(given):
+        network = network.to(device).eval()
+        for name in runtimes if runtime == "all" else runtimes[-1:]:
+            under = _under(name, network, spec, folder / f"given{index}-{name}")
+            if under is not None:
+                variants.append((df, name, under, network))
+            elif runtime != "all":  # a runtime that cannot run this network: its eager row
+                variants.append((df, "eager", network, network))
+            else:
+                continue
+            labels.append(label)
+    return variants, labels
+
+
 def run_benchmark(
     spec: NetworkSpec,
     dfs: list[float],
@@ -183,9 +214,11 @@ def run_benchmark(
     policy: str = "default",
     runtime: str = "eager",
     allocator: str = "default",
+    given: list[tuple[str, float, nn.Module]] | None = None,
 ) -> list[BenchmarkRow]:
-    """Time the original and each DF on one patch; rows in the order original, (original under
-    the fused runtime,) then ``dfs``. Speed-ups are against the original as TS runs it."""
+    """Time the original and each DF (or each ``given`` (label, DF, network)) on one patch;
+    rows in the order original, (original under other runtimes,) then ``dfs`` or ``given``.
+    Speed-ups are against the original as TS runs it."""
     patch = list(patch_size or spec.patch_size)
     if patch != list(spec.patch_size):
         from dataclasses import replace
@@ -194,9 +227,15 @@ def run_benchmark(
     import tempfile
 
     conversions = tempfile.TemporaryDirectory(prefix="tuckersegment-benchmark-")
-    variants = build_variants(
-        spec, dfs, device, precision, policy, runtime=runtime, folder=Path(conversions.name)
-    )
+    if given:
+        variants, names = build_given_variants(
+            spec, given, device, precision, runtime, Path(conversions.name)
+        )
+    else:
+        variants = build_variants(
+            spec, dfs, device, precision, policy, runtime=runtime, folder=Path(conversions.name)
+        )
+        names = [""] * len(variants)
     x = torch.randn(1, spec.input_channels, *patch, device=device)
     counts = [count_network(torch_net, patch, spec.input_channels) for *_, torch_net in variants]
     memory = [_peak_memory(net, x, device, precision) for _, _, net, _ in variants]
@@ -218,7 +257,7 @@ def run_benchmark(
         if progress is not None:
             progress((r + 1) / repeats, f"repeat {r + 1}/{repeats}")
     medians = [statistics.median(t) * 1000 for t in times]
-    labels = [(df, used) for df, used, _, _ in variants]
+    labels = [(df, used, name) for (df, used, _, _), name in zip(variants, names, strict=True)]
     del variants, net  # compiled OpenVINO models may map their files: release them, then delete
     conversions.cleanup()
     return [
@@ -232,11 +271,14 @@ def run_benchmark(
             mem,
             device,
             precision,
-            "original" if df == 1.0 else policy,
+            "original"
+            if name == "original" or (df == 1.0 and not name)
+            else name and "given" or policy,
             used,
             allocator,
+            name,
         )
-        for (df, used), c, m, mem in zip(labels, counts, medians, memory, strict=True)
+        for (df, used, name), c, m, mem in zip(labels, counts, medians, memory, strict=True)
     ]
 
 
@@ -244,17 +286,19 @@ def format_rows(rows: list[BenchmarkRow]) -> str:
     """Table 2 layout: DF, M-params, GFLOPs, median ms, speed-up, peak memory."""
     head = rows[0]
     memory = "freed memory reused" if head.allocator == "reuse" else "default allocator"
+    labels = [row.label or ("original" if row.df == 1.0 else f"{row.df:g}") for row in rows]
+    width = max(8, *(len(label) for label in labels))
+    first = "model" if any(row.label for row in rows) else "DF"
     lines = [
         f"{head.model} on {head.device} ({head.precision}, {memory}), one patch, "
         "median of the repeats",
-        f"{'DF':>8} {'runtime':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} {'speed-up':>9} "
-        f"{'peak MiB':>9}",
+        f"{first:>{width}} {'runtime':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} "
+        f"{'speed-up':>9} {'peak MiB':>9}",
     ]
-    for row in rows:
-        label = "original" if row.df == 1.0 else f"{row.df:g}"
+    for row, label in zip(rows, labels, strict=True):
         mem = "" if row.peak_memory_mib is None else f"{row.peak_memory_mib:.0f}"
         lines.append(
-            f"{label:>8} {row.runtime:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
+            f"{label:>{width}} {row.runtime:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
             f"{row.median_ms:>9.1f} {row.speedup:>8.2f}× {mem:>9}"
         )
     return "\n".join(lines)
