@@ -379,3 +379,31 @@ def test_fit_my_budget_plans_each_model_and_loads_under_its_budget(
     assert "liver" in _segment_names(result.compressed)
     text = ModelSizes().budget_text(True, 0.2)
     assert text.startswith("at most 3.31 M parameters (20% of 16.55 M)")
+
+
+def test_a_pruned_model_given_in_the_panel_is_the_one_that_runs(
+    phantom_3mm, isolated_home, tmp_path, cli
+):
+    """A `prune --structured` model in "Fine-tuned / pruned models" goes to the CLI as
+    --compressed-model: that smaller network runs (not a decomposition of the installed
+    model), and the result is named by how it was pruned, not by a DF."""
+    import json
+
+    pruned = tmp_path / "pruned"
+    made = cli(
+        *["prune", "--model", "3mm", "--weights-dir", MODELS, "--method", "l2", "--ratio", "0.5"],
+        *["--structured", "-o", pruned],
+    )
+    assert made.returncode == 0, made.stderr
+    scene, _ = _scene_with_layout()
+    volume = _load_volume(scene, phantom_3mm)
+    request = _request(volume, compressed_models=(str(pruned),))
+    run = SegmentationRun(scene, request, sys.executable, isolated_home, tmp_path / "runs")
+    assert run.wait(timeout=600) == 0, "\n".join(run.log)
+    model = json.loads((run.folder / "result.json").read_text())["models"]["3mm"]
+    manifest = json.loads((pruned / "manifest.json").read_text())
+    assert model["cache"] == "given" and model["prune"]["structured"] is True
+    assert model["params"] == manifest["params"]["compressed"]
+    result = run.load()
+    assert result.compressed.GetName() == "Phantom CT TuckerSegment l2 pruned 50%"
+    assert "liver" in _segment_names(result.compressed)

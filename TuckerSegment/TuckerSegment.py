@@ -114,7 +114,7 @@ if VERSION_PROBLEM is None:
         rankFloor: Annotated[int, WithinRange(1, 64)] = 8
         method: Annotated[str, Choice(METHODS)] = "hosvd"
         expertDf: str = ""
-        fineTunedModels: str = ""  # `tucker-segment finetune` outputs, separated by ";"
+        fineTunedModels: str = ""  # `finetune`/`prune`/`compress` outputs, separated by ";"
         statistics: bool = False
         fitBudget: bool = False  # planned ranks for a share of the parameters instead of the DF
         budgetPercent: Annotated[float, WithinRange(1.0, 100.0)] = 15.0

@@ -39,7 +39,7 @@ class RunRequest:
     method: str = "hosvd"
     expert_df: str = ""
     weights_dir: str | None = None
-    compressed_models: tuple[str, ...] = ()  # fine-tuned models (`finetune -o`)
+    compressed_models: tuple[str, ...] = ()  # fine-tuned, pruned models (`finetune`, `prune -o`)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset (structure_picker.py)
     task: str = "total"  # TS's --task
     statistics: bool = False  # TS's --statistics, shown as a table
@@ -167,6 +167,19 @@ class SegmentationRun:
         return load_run_folder(self.scene, self.folder, self.request, layout_node)
 
 
+def _result_label(models: Any) -> str:
+    """What made the networks, for the result's name: their DFs ("DF 0.3/0.5"), and how a given
+    pruned model was pruned ("l2 pruned 50%"): a pruned model's DF (1) would say "original"."""
+    models = list(models)
+    dfs = sorted({m["df"] for m in models if "prune" not in m})
+    parts = ["DF " + "/".join(f"{df:g}" for df in dfs)] if dfs else []
+    for prune in dict.fromkeys(
+        f"{m['prune']['method']} pruned {m['prune']['ratio']:.0%}" for m in models if "prune" in m
+    ):
+        parts.append(prune)
+    return " + ".join(parts)
+
+
 def load_run_folder(
     scene: Any, folder: Path, request: RunRequest, layout_node: Any | None = None
 ) -> RunResult:
@@ -179,8 +192,7 @@ def load_run_folder(
     volume = scene.GetNodeByID(request.volume_id)
     output = scene.GetNodeByID(request.output_id) if request.output_id else None
     sidecar = json.loads((folder / "result.json").read_text())
-    dfs = sorted({m["df"] for m in sidecar["models"].values()})
-    label = "DF " + "/".join(f"{df:g}" for df in dfs)
+    label = _result_label(sidecar["models"].values())
     if request.max_params is not None:  # planned ranks: the budget says what was asked
         label = f"plan {request.max_params:.0%}"
     if request.task != "total":
