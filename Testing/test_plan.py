@@ -42,9 +42,25 @@ def test_the_energy_table_is_hosvds_explained_variance():
         )
 
 
-@pytest.mark.parametrize("kind, share", [("params", 0.15), ("params", 0.3), ("gflops", 0.3)])
-def test_a_plan_meets_its_budget_exactly_as_counted(ts_3mm, kind, share):
-    spec, network = ts_3mm
+@pytest.fixture(scope="module")
+def ts_organs():
+    """TS's full-size 1.5 mm architecture (the organs expert's), seeded weights."""
+    spec = builtin_spec("1.5mm", "organs")
+    return spec, spec.build("cpu", seed=0).eval()
+
+
+@pytest.mark.parametrize(
+    "model, kind, share",
+    [
+        ("ts_3mm", "params", 0.15),
+        ("ts_3mm", "params", 0.3),
+        ("ts_3mm", "gflops", 0.3),
+        ("ts_organs", "params", 0.15),
+        ("ts_organs", "gflops", 0.2),
+    ],
+)
+def test_a_plan_meets_its_budget_exactly_as_counted(model, kind, share, request):
+    spec, network = request.getfixturevalue(model)
     original = count_network(network, spec.patch_size)
     budget = share * (original.params if kind == "params" else original.gflops)
     plan = plan_network(network, spec.patch_size, kind, budget)
@@ -60,10 +76,11 @@ def test_a_plan_meets_its_budget_exactly_as_counted(ts_3mm, kind, share):
     assert plan.mean_explained_variance >= plan.uniform_mean_explained_variance
 
 
-def test_an_impossible_budget_is_refused_in_one_line(ts_3mm):
+@pytest.mark.parametrize("kind, budget", [("params", 1000), ("gflops", 1.0)])
+def test_an_impossible_budget_is_refused_in_one_line(ts_3mm, kind, budget):
     spec, network = ts_3mm
     with pytest.raises(TuckerSegmentError, match="below the smallest network these ranks allow"):
-        plan_network(network, spec.patch_size, "params", 1000)
+        plan_network(network, spec.patch_size, kind, budget)
 
 
 def test_planned_layers_decompose_and_run():

@@ -62,11 +62,23 @@ def test_bad_settings_are_refused(ts_3mm, method, ratio):
         prune_network(ts_3mm, method, ratio)
 
 
-@pytest.mark.parametrize("method, ratio", [("l2", 0.5), ("random-widest", 0.3)])
-def test_structured_pruning_removes_the_channels_it_claims(ts_3mm, method, ratio):
-    """On TS's full 3 mm architecture: the chosen filters are gone (each pruned conv has that
-    many fewer outputs, its norm too, the next convs fewer inputs, skip concatenations
-    included), the network is smaller and cheaper, runs, and rebuilds from its shapes."""
+def _inference_params(network: torch.nn.Module) -> int:
+    """Every parameter but those of nnU-Net's deep-supervision heads (unused in inference)."""
+    unused = list(network.decoder.seg_layers)[:-1]
+    return sum(p.numel() for p in network.parameters()) - sum(
+        p.numel() for layer in unused for p in layer.parameters()
+    )
+
+
+@pytest.mark.parametrize(
+    "model, method, ratio",
+    [("3mm", "l2", 0.5), ("3mm", "random-widest", 0.3), ("1.5mm", "l2", 0.5)],
+)
+def test_structured_pruning_removes_the_channels_it_claims(model, method, ratio):
+    """On TS's full 3 mm architecture and the 1.5 mm experts' (organs): the chosen filters are
+    gone (each pruned conv has that many fewer outputs, its norm too, the next convs fewer
+    inputs, skip concatenations included), the network is smaller and cheaper — its count
+    exactly its inference parameters —, runs, and rebuilds from its shapes."""
     from TuckerSegmentLib.engine.counting import count_network
     from TuckerSegmentLib.engine.prune import (
         module_shapes,
@@ -75,28 +87,31 @@ def test_structured_pruning_removes_the_channels_it_claims(ts_3mm, method, ratio
         shapes_in_state,
     )
 
-    spec = builtin_spec("3mm")
-    before = count_network(ts_3mm, [64, 64, 64], 1)
-    pruned = prune_network(ts_3mm, method, ratio, seed=1)
-    remove_channels(ts_3mm, pruned, 1, spec.arch_kwargs["strides"])
-    modules = dict(ts_3mm.named_modules())
+    spec = builtin_spec(model)
+    network = spec.build("cpu", seed=0).eval()
+    before = count_network(network, [64, 64, 64], 1)
+    assert before.params == _inference_params(network)
+    pruned = prune_network(network, method, ratio, seed=1)
+    remove_channels(network, pruned, 1, spec.arch_kwargs["strides"])
+    modules = dict(network.named_modules())
     for p in pruned:
         assert modules[p.name].out_channels == p.out_channels - len(p.zeroed)
     for name, module in modules.items():  # every norm follows its conv
         if name.endswith(".norm"):
             assert module.num_features == modules[name[: -len("norm")] + "conv"].out_channels
-    after = count_network(ts_3mm, [64, 64, 64], 1)
+    after = count_network(network, [64, 64, 64], 1)
     assert after.params < before.params and after.gflops < before.gflops
+    assert after.params == _inference_params(network)
     x = torch.randn(1, 1, 64, 64, 64)
     with torch.no_grad():
-        expected = ts_3mm(x)
-    assert expected.shape == (1, 118, 64, 64, 64)  # the heads keep TS's 118 outputs
+        expected = network(x)
+    assert expected.shape == (1, spec.num_classes, 64, 64, 64)  # the heads keep TS's outputs
     rebuilt = spec.build("meta")
     # the weights alone carry the shapes (how a STAMP checkpoint resumes and is exported)
-    assert shapes_in_state(rebuilt, ts_3mm.state_dict()) == module_shapes(ts_3mm)
-    assert shapes_in_state(rebuilt, rebuilt.state_dict()) != module_shapes(ts_3mm)
-    reshape_modules(rebuilt, shapes_in_state(rebuilt, ts_3mm.state_dict()))
-    rebuilt.load_state_dict(ts_3mm.state_dict(), assign=True)
+    assert shapes_in_state(rebuilt, network.state_dict()) == module_shapes(network)
+    assert shapes_in_state(rebuilt, rebuilt.state_dict()) != module_shapes(network)
+    reshape_modules(rebuilt, shapes_in_state(rebuilt, network.state_dict()))
+    rebuilt.load_state_dict(network.state_dict(), assign=True)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x), expected)
 
