@@ -414,6 +414,19 @@ def test_stamp_ranks_and_drops_as_the_reference_does():
     assert all(0 < p <= 0.1 + 1e-12 for p in drop.values())
 
 
+def test_stamp_stops_pruning_when_dice_falls_or_the_target_is_reached():
+    """The two stops the issue names: validation Dice more than the margin below its best (first:
+    a worse network stops even if not small enough), or the target share of parameters."""
+    from TuckerSegmentLib.ts.trainers.nnUNetTrainerSTAMP import stop_reason
+
+    assert stop_reason([], 1000, 1000, 0.5, 0.05) is None  # nothing validated yet
+    assert stop_reason([0.80, 0.78], 900, 1000, 0.5, 0.05) is None  # 0.02 below: within
+    assert "margin" in stop_reason([0.80, 0.74], 900, 1000, 0.5, 0.05)
+    assert "margin" in stop_reason([0.60, 0.80, 0.74], 400, 1000, 0.5, 0.05)  # best, not first
+    assert "target" in stop_reason([0.80, 0.80], 500, 1000, 0.5, 0.05)
+    assert stop_reason([0.80, 0.80], 501, 1000, 0.5, 0.05) is None
+
+
 def test_stamp_prunes_while_training_and_the_result_segments(
     tiny_dataset, tmp_path, isolated_home, phantom_files
 ):
@@ -427,8 +440,10 @@ def test_stamp_prunes_while_training_and_the_result_segments(
 
     env = {**os.environ, **isolated_home}
     out = tmp_path / "stamp"
-    command = _command(tiny_dataset, out) + ["--stamp", "90%", "--stamp-filters", "6"]
-    command += ["--stamp-margin", "1", "--epochs", "2"]  # a removal, a kill, a resumed epoch
+    # a target one removal reaches: removed after epoch 0, killed, resumed; after epoch 1 the
+    # target stops pruning (the margin 1 never does)
+    command = _command(tiny_dataset, out) + ["--stamp", "99.9%", "--stamp-filters", "6"]
+    command += ["--stamp-margin", "1", "--epochs", "2"]
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -456,7 +471,9 @@ def test_stamp_prunes_while_training_and_the_result_segments(
     before = {n: m.out_channels for n, m in original.named_modules() if hasattr(m, "out_channels")}
     after = {n: m.out_channels for n, m in network.named_modules() if hasattr(m, "out_channels")}
     removed = sum(before[n] - after[n] for n in before)
-    assert removed > 0 and removed % 6 == 0  # whole removals of the lowest six
+    assert removed == 6  # one removal of the lowest six, then the target stopped it
+    logs = "".join(p.read_text() for p in (out / "training").glob("training_log_*.txt"))
+    assert "STAMP: removed 6 filters" in logs and "STAMP: target size reached" in logs
     assert "STAMP" in manifest.extra["finetune"]["trainer"]
     seg = tmp_path / "seg.nii.gz"
     ran = run_segment(phantom_files[0], seg, "--fast", "--compressed-model", str(out), env=env)

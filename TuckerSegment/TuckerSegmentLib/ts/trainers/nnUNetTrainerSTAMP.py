@@ -89,6 +89,20 @@ def lowest_filters(
     return chosen
 
 
+def stop_reason(
+    dice: list[float], params: int, original_params: int, target_share: float, margin: float
+) -> str | None:
+    """Why pruning stops now (None: remove the next filters): validation Dice (nnU-Net's EMA
+    pseudo-Dice, per epoch) more than ``margin`` below its best, or the network at or below
+    ``target_share`` of the original's parameters. Dice is checked first: a network that
+    got worse stops even if it is not small enough yet."""
+    if dice and max(dice) - dice[-1] > margin:
+        return "validation Dice fell by more than the margin: stop"
+    if params <= target_share * original_params:
+        return "target size reached: pruning stops"
+    return None
+
+
 class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
     """STAMP's pruning during nnU-Net's training of the original TS network."""
 
@@ -172,13 +186,12 @@ class nnUNetTrainerSTAMP(nnUNetTrainerTucker):  # noqa: N801 - nnU-Net's naming
 
     def _prune_step(self) -> None:
         dice = list(self.logger.get_value("ema_fg_dice", step=None) or [])
-        if dice and max(dice) - dice[-1] > self._margin:
+        reason = stop_reason(
+            dice, self._params(), self._original_params, self._target_share, self._margin
+        )
+        if reason:
             self._pruning = False
-            self.print_to_log_file("STAMP: validation Dice fell by more than the margin: stop")
-            return
-        if self._params() <= self._target_share * self._original_params:
-            self._pruning = False
-            self.print_to_log_file("STAMP: target size reached: pruning stops")
+            self.print_to_log_file(f"STAMP: {reason}")
             return
         self._remove(lowest_filters(self._normalised(), self._filters, self._min_channels))
 
