@@ -514,3 +514,76 @@ def test_segment_refuses_a_bad_budget_before_any_work(options, message, tmp_path
     result = run_segment(ct, tmp_path / "out.nii.gz", "--fast", *options, env=isolated_home)
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def _experts(*names: str) -> dict:
+    from TuckerSegmentLib.ts.weights import total_models
+
+    models = {m.name: m for m in total_models(False)}
+    out = {}
+    for name in names:
+        folder = open_model_folder(models[name].folder(MODELS))
+        out[name] = (folder.load_network("cpu"), folder.spec.patch_size, folder.spec.input_channels)
+    return out
+
+
+def test_one_budget_for_several_networks_goes_where_it_keeps_most():
+    """plan_networks: the experts' layers compete for one budget, met exactly as counted; one
+    network alone is plan_network; a weight moves parameters toward the expert it favours."""
+    from TuckerSegmentLib.engine.planner import plan_networks
+
+    networks = _experts("organs", "vertebrae")
+    total = sum(count_network(*entry).params for entry in networks.values())
+    budget = 0.15 * total
+    equal = plan_networks(networks, "params", budget, rank_floor=4)
+    spent = sum(plan.params for plan in equal.values())
+    assert 0.9 * budget < spent <= budget
+    for name, plan in equal.items():
+        _, after = count_original_and_compressed(_spec_of(name), plan.layers)
+        assert after.params == plan.params and plan.budget == plan.params
+    alone = plan_networks({"organs": networks["organs"]}, "params", 50_000, rank_floor=4)
+    single = plan_network(networks["organs"][0], [128, 128, 128], "params", 50_000, 1, 4)
+    assert [(x.name, x.rank_in, x.rank_out) for x in alone["organs"].layers] == [
+        (x.name, x.rank_in, x.rank_out) for x in single.layers
+    ]
+    favoured = plan_networks(
+        networks, "params", budget, rank_floor=4, weights={"organs": 1.0, "vertebrae": 0.1}
+    )
+    assert favoured["organs"].params > equal["organs"].params
+    assert favoured["vertebrae"].params < equal["vertebrae"].params
+    assert sum(plan.params for plan in favoured.values()) <= budget
+
+
+def _spec_of(name: str):  # noqa: ANN201
+    from TuckerSegmentLib.ts.weights import total_models
+
+    model = next(m for m in total_models(False) if m.name == name)
+    return open_model_folder(model.folder(MODELS)).spec
+
+
+def test_plan_for_the_five_experts_writes_a_plan_each(cli, tmp_path, phantom_files):
+    """`plan --model full`: one budget for TS's five experts, a plan file per expert (each a
+    plan `segment --plan` reads); with --image each expert's weight is the share of its
+    structures the low-resolution pass found; budgets that are per model are refused."""
+    from TuckerSegmentLib.storage.plan_file import read_plan
+
+    common = ["plan", "--model", "full", "--weights-dir", MODELS]
+    out = tmp_path / "plans"
+    made = cli(*common, "--max-params", "15%", "-o", out, "--image", phantom_files[0], "--json")
+    assert made.returncode == 0, made.stderr
+    printed = json.loads(made.stdout)
+    experts = ["organs", "vertebrae", "cardiac", "muscles", "ribs"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{e}.json" for e in experts)
+    plans = {e: read_plan(out / f"{e}.json") for e in experts}
+    planned = sum(p["params"]["planned"] for p in plans.values())
+    original = sum(p["params"]["original"] for p in plans.values())
+    assert 0.9 * 0.15 * original < planned <= 0.15 * original
+    weights = printed["joint"]["weights"]
+    assert all(0.1 <= w <= 1 for w in weights.values()) and weights["organs"] > 0.1
+    assert len({p["params"]["planned"] / p["params"]["original"] for p in plans.values()}) > 1
+    for args, message in (
+        (["--max-latency-ms", "5"], "plan one expert at a time"),
+        (["--max-params", "15%", "-o", phantom_files[0]], "writes a folder"),
+    ):
+        refused = cli(*common, *args)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr

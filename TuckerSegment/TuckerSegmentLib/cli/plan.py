@@ -45,7 +45,12 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         "one DF for all layers would keep for the same spend. Run the plan with "
         "`segment --plan PLAN.json`.",
     )
-    p.add_argument("--model", required=True, help="3mm, 6mm, organs, vertebrae, cardiac, …")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="3mm, 6mm, organs, vertebrae, cardiac, …; full = TS's five experts under one "
+        "budget (-o names a folder: a plan per expert)",
+    )
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-params", help="parameters of the whole network: 15%% or 1.5M")
     budget.add_argument("--max-gflops", help="GFLOPs per patch: 20%% or 150")
@@ -104,6 +109,109 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_plan)
 
 
+JOINT = "full"  # `plan --model full`: the experts of TS's full mode under one budget
+MIN_WEIGHT = 0.1  # an expert with none of its structures in the images still runs: its floor
+
+
+def expert_weights(experts: dict[str, set[str]], present: list[frozenset[str]]) -> dict[str, float]:
+    """How much each expert's kept variance counts in a joint plan: the share of its structures
+    the low-resolution pass found, averaged over the images, never below MIN_WEIGHT (TS runs
+    every expert on every CT, and what an expert's structures are absent from matters least)."""
+    return {
+        name: max(
+            MIN_WEIGHT, sum(len(labels & found) / len(labels) for found in present) / len(present)
+        )
+        for name, labels in experts.items()
+    }
+
+
+def _run_joint_plan(
+    args: argparse.Namespace, weights: Path | None, rank_floor: int, output: Path | None
+) -> int:
+    """`plan --model full`: one budget for the five experts, their layers competing for it
+    (engine/planner.py:plan_networks), weighted by their structures in --image CTs."""
+    import tempfile
+
+    from ..engine.counting import count_network
+    from ..engine.planner import plan_networks
+    from ..storage.plan_file import plan_json
+    from ..ts.model_folder import open_model_folder
+    from ..ts.weights import total_models
+
+    if args.max_params is None and args.max_gflops is None:
+        raise TuckerSegmentError(
+            "--model full plans the five experts for --max-params or --max-gflops; latency "
+            "and agreement budgets are per model: plan one expert at a time"
+        )
+    if args.calibrate or args.verify is not None:
+        raise TuckerSegmentError("--calibrate/--verify are per model: plan one expert at a time")
+    if output is not None and output.exists() and not output.is_dir():
+        raise TuckerSegmentError(f"-o {output}: --model full writes a folder (a plan per expert)")
+    folders = {
+        m.name: open_model_folder(model_folder(m.name, weights)) for m in total_models(False)
+    }
+    networks = {
+        name: (folder.load_network("cpu"), folder.spec.patch_size, folder.spec.input_channels)
+        for name, folder in folders.items()
+    }
+    kind = "params" if args.max_params else "gflops"
+    totals = [count_network(*entry) for entry in networks.values()]
+    total = sum(c.params if kind == "params" else c.gflops for c in totals)
+    value = budget_value(args.max_params or args.max_gflops, total)
+    gains = None
+    if args.image:
+        from ..pipeline.image_complexity_run import low_resolution_pass
+
+        with tempfile.TemporaryDirectory(prefix="tuckersegment-complexity-") as work:
+            present = [
+                low_resolution_pass(Path(image), Path(work) / str(k), weights, args.device)[1]
+                for k, image in enumerate(args.image)
+            ]
+        experts = {
+            name: {label for label in folder.spec.labels if label != "background"}
+            for name, folder in folders.items()
+        }
+        gains = expert_weights(experts, present)
+    plans = plan_networks(networks, kind, value, rank_floor, gains)
+    joint = {
+        "models": list(plans),
+        "budget": {"kind": kind, "value": value, "given": args.max_params or args.max_gflops},
+        "weights": gains or {name: 1.0 for name in plans},
+        "images": [Path(image).name for image in args.image or []],
+    }
+    data = {
+        name: plan_json(
+            plan,
+            name,
+            folders[name].checkpoint_sha256(),
+            {"rank_floor": rank_floor, "budget_given": joint["budget"]["given"], "joint": joint},
+        )
+        for name, plan in plans.items()
+    }
+    if output is not None:
+        output.mkdir(exist_ok=True)
+        for name, entry in data.items():
+            partial = output / f".{name}.json.part"
+            partial.write_text(json.dumps(entry, indent=2) + "\n")
+            partial.replace(output / f"{name}.json")
+    if args.json:
+        print(json.dumps({"joint": joint, "plans": data}, indent=2))
+        return 0
+    planned = sum(p.params for p in plans.values())
+    original = sum(p.params_original for p in plans.values())
+    for name, plan in plans.items():
+        print(
+            f"{name}: {plan.params:,} parameters ({plan.params / plan.params_original:.1%}), "
+            f"{plan.gflops:.2f} GFLOPs per patch, mean explained variance "
+            f"{plan.mean_explained_variance:.4f}, weight {joint['weights'][name]:.2f}"
+        )
+    print(
+        f"the five experts: {planned:,} parameters ({planned / original:.1%} of {original:,})"
+        + (f"; written to {output}/ (run with one --plan per expert)" if output else "")
+    )
+    return 0
+
+
 def model_folder(name: str, weights: Path | None) -> Path:
     """The installed folder of one of TS's `total` models (3mm, 6mm or an expert)."""
     from ..ts.weights import fastest_model, total_models, weights_dir
@@ -146,6 +254,8 @@ def run_plan(args: argparse.Namespace) -> int:
         raise TuckerSegmentError(
             f"--calibrate/--verify CT: segmenting is for {', '.join(curve_models())}"
         )
+    if args.model == JOINT:
+        return _run_joint_plan(args, weights, rank_floor, output)
     folder = open_model_folder(model_folder(args.model, weights))
     if args.min_agreement is not None and not args.calibrate:  # before any segmenting
         from ..storage.calibration_file import find_calibration

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from .agreement_prediction import rank_signals
 from .compress import LayerRanks, _conv_layers
 from .factorize import _leading_left_vectors
 from .ranks import DEFAULT_RANK_FLOOR, tucker_ranks
+
+if TYPE_CHECKING:
+    from .counting import NetworkCount
 
 BUDGET_KINDS = ("params", "gflops")
 
@@ -241,10 +245,12 @@ def plan_ranks(
     budget: float,
     fixed_cost: float,
     rank_floor: int = DEFAULT_RANK_FLOOR,
+    weights: list[float] | None = None,
 ) -> tuple[list[tuple[int, int]], float]:
     """Ranks (in, out) per layer whose cost plus ``fixed_cost`` (what no rank changes: norms,
-    1×1×1 convs, the head) stays within ``budget``, keeping the most total explained variance;
-    and the total cost. One line when even the rank floor does not fit."""
+    1×1×1 convs, the head) stays within ``budget``, keeping the most total explained variance
+    (each layer's gains times its ``weights`` entry, 1 without); and the total cost. One line
+    when even the rank floor does not fit."""
     if budget_kind not in BUDGET_KINDS:
         raise TuckerSegmentError(f"unknown budget {budget_kind!r}; choose {BUDGET_KINDS}")
     grids = [
@@ -271,7 +277,7 @@ def plan_ranks(
                 extra = _cost(s, budget_kind, *new) - _cost(s, budget_kind, *ranks[i])
                 if cost + extra > budget:
                     continue
-                gain = _gain(s, ranks[i], new)
+                gain = _gain(s, ranks[i], new) * (weights[i] if weights else 1.0)
                 value = gain / max(extra, 1e-12)
                 if best is None or value > best[0]:
                     best = (value, i, pos, new, extra)
@@ -298,10 +304,59 @@ def plan_network(
 
     spectra = spectra or layer_spectra(network, patch_size, in_channels)
     original = count_network(network, patch_size, in_channels)
-    full = {s.name: (s.in_channels, s.out_channels) for s in spectra}
-    factorized = sum(_cost(s, budget_kind, *full[s.name]) for s in spectra)
+    fixed = _fixed_cost(spectra, original, budget_kind)
+    ranks, _ = plan_ranks(spectra, budget_kind, budget, fixed, rank_floor)
+    return _plan(spectra, ranks, original, budget_kind, budget, rank_floor)
+
+
+def plan_networks(
+    networks: dict[str, tuple[nn.Module, list[int], int]],
+    budget_kind: str,
+    budget: float,
+    rank_floor: int = DEFAULT_RANK_FLOOR,
+    weights: dict[str, float] | None = None,
+) -> dict[str, Plan]:
+    """One budget for several networks — TS's five experts in full mode run on the same CT —:
+    the layers of all of them compete for it, so an expert whose kernels compress well gives
+    its share to one whose kernels don't. ``networks``: name → (network, patch size, input
+    channels); ``weights``: name → how much that network's kept variance counts (cli/plan.py
+    gives the share of its structures present in the user's images; 1 each without). Each
+    plan's ``budget`` is what it was given of the shared one."""
+    from .counting import count_network
+
+    spectra, originals, fixed = {}, {}, 0.0
+    for name, (network, patch_size, in_channels) in networks.items():
+        spectra[name] = layer_spectra(network, patch_size, in_channels)
+        originals[name] = count_network(network, patch_size, in_channels)
+        fixed += _fixed_cost(spectra[name], originals[name], budget_kind)
+    pooled = [(name, s) for name in networks for s in spectra[name]]
+    gains = [(weights or {}).get(name, 1.0) for name, _ in pooled]
+    ranks, _ = plan_ranks([s for _, s in pooled], budget_kind, budget, fixed, rank_floor, gains)
+    plans = {}
+    for name in networks:
+        own = [r for (owner, _), r in zip(pooled, ranks, strict=True) if owner == name]
+        plan = _plan(spectra[name], own, originals[name], budget_kind, budget, rank_floor)
+        plan.budget = plan.params if budget_kind == "params" else plan.gflops
+        plans[name] = plan
+    return plans
+
+
+def _fixed_cost(spectra: list[LayerSpectrum], original: NetworkCount, budget_kind: str) -> float:
+    """What no rank changes: the whole network's cost less its factorizable convs' at full rank."""
+    factorized = sum(_cost(s, budget_kind, s.in_channels, s.out_channels) for s in spectra)
     total = original.params if budget_kind == "params" else original.gflops
-    ranks, cost = plan_ranks(spectra, budget_kind, budget, total - factorized, rank_floor)
+    return total - factorized
+
+
+def _plan(
+    spectra: list[LayerSpectrum],
+    ranks: list[tuple[int, int]],
+    original: NetworkCount,
+    budget_kind: str,
+    budget: float,
+    rank_floor: int,
+) -> Plan:
+    full = {s.name: (s.in_channels, s.out_channels) for s in spectra}
     layers = [  # a layer planned at full ranks keeps its original conv (not listed)
         LayerRanks(
             s.name,

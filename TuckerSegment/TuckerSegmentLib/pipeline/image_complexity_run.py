@@ -18,8 +18,17 @@ def image_complexity(
     image: Path, work: Path, weights_dir: Path | None = None, device: str = "cpu"
 ) -> ImageComplexity:
     """The four complexity measures of ``image`` (NIfTI file or DICOM folder)."""
+    return low_resolution_pass(image, work, weights_dir, device)[0]
+
+
+def low_resolution_pass(
+    image: Path, work: Path, weights_dir: Path | None = None, device: str = "cpu"
+) -> tuple[ImageComplexity, frozenset[str]]:
+    """The complexity measures of ``image`` and the names of the structures the pass found
+    (at least MIN_VOXELS voxels: what "structures present" counts)."""
     import nibabel as nib
 
+    from .image_complexity import MIN_VOXELS
     from .input_image import load_ct
     from .segment import SegmentOptions, segment
 
@@ -37,6 +46,11 @@ def image_complexity(
             weights_dir=Path(weights_dir) if weights_dir else None,
         )
     )
+    from ..ts.structures import structure_names
+
     hu = np.asanyarray(ct.image.dataobj, dtype=np.float32)
     labels = np.asanyarray(nib.load(out).dataobj).astype(np.int32)
-    return measure_complexity(hu, labels)
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    names = structure_names()
+    present = frozenset(names[int(i)] for i, n in zip(ids, counts, strict=True) if n >= MIN_VOXELS)
+    return measure_complexity(hu, labels), present
