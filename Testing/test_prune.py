@@ -201,7 +201,7 @@ def test_curves_compare_the_methods_through_ts(isolated_home, tmp_path, phantom_
     )
     assert made.returncode == 0, made.stderr
     run = run_cli(
-        *command, "--methods", "tucker,l2", "--removed", "0.5", "--trained", str(given), env=env
+        *command, "--methods", "tucker,l2", "--ratios", "0.5", "--trained", str(given), env=env
     )
     assert run.returncode == 0, run.stderr
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))

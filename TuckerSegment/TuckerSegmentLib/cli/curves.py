@@ -27,10 +27,12 @@ def add_curves(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="tucker,plan,l2,random-widest")
     p.add_argument(
         "--removed",
+        "--ratios",
+        dest="removed",
         type=float,
         nargs="+",
         default=[0.5, 0.75, 0.85],
-        help="shares of the parameters removed",
+        help="shares of the parameters removed (--ratios: the same, as `prune --ratio`)",
     )
     p.add_argument(
         "--trained",
