@@ -22,10 +22,6 @@ RUN = ["--fast", "--df", "0.5", "--weights-dir", str(MODELS), "--device", "cpu"]
 RUN += ["--precision", "fp32"]
 
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("batch")
-
-
 def _phantom(path: Path, seed: int, spacing: float = 3.0) -> None:
     import nibabel as nib
     from TuckerSegmentLib.demo.phantom import make_phantom

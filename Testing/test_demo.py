@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 from conftest import load_labels, run_cli, start_serving, stop_serving
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("demo")
-
 
 @pytest.fixture(scope="module")
 def demo_run(isolated_home, tmp_path_factory):

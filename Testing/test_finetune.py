@@ -70,7 +70,6 @@ def finetuned(tiny_dataset, tmp_path_factory, isolated_home):
     return out, interrupted, second
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_an_interrupted_run_resumes_and_leaves_no_half_model(finetuned):
     out, interrupted, second = finetuned
     assert not interrupted["output_existed"]
@@ -83,7 +82,6 @@ def test_an_interrupted_run_resumes_and_leaves_no_half_model(finetuned):
     assert not (out.parent / f".{out.name}.finetune-work").exists()
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_loss_goes_down(finetuned):
     _, interrupted, second = finetuned
     steps = [
@@ -96,7 +94,6 @@ def test_loss_goes_down(finetuned):
     assert all(0.0 <= e["val_dice"] <= 1.0 for e in epochs)
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_the_trainer_builds_the_compressed_network_with_the_expected_ranks(finetuned):
     from TuckerSegmentLib.engine.compress import CompressionSettings
     from TuckerSegmentLib.storage.compressed_format import read_manifest
@@ -122,7 +119,6 @@ def test_the_trainer_builds_the_compressed_network_with_the_expected_ranks(finet
     assert changed  # trained: not the decomposition it started from
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_the_output_has_its_provenance(finetuned, tiny_dataset):
     from TuckerSegmentLib.ts.model_folder import file_sha256
 
@@ -139,7 +135,6 @@ def test_the_output_has_its_provenance(finetuned, tiny_dataset):
     assert (out / "training" / "progress.png").stat().st_size > 10_000  # nnU-Net's own plot
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_segment_runs_the_finetuned_model_through_ts(
     finetuned, phantom_files, tmp_path, isolated_home
 ):
@@ -157,7 +152,6 @@ def test_segment_runs_the_finetuned_model_through_ts(
     assert labels.shape == nib.load(ct).shape and labels.max() > 0
 
 
-@pytest.mark.xdist_group("finetuned")  # one worker makes the `finetuned` model
 def test_a_model_of_the_other_mode_is_refused(finetuned, phantom_files, tmp_path, cli):
     out, _, _ = finetuned
     ct, _ = phantom_files

@@ -31,10 +31,6 @@ print("converted")
 """
 
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("openvino")
-
-
 def _child_env(tmp_path, log):
     """No CI variable (OpenVINO's telemetry stays quiet under CI) and a fresh HOME (no opt-out)."""
     env = {k: v for k, v in os.environ.items() if k != "CI"}

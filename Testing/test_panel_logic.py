@@ -22,9 +22,6 @@ from TuckerSegmentLib.panel.segmentation_run import (
 )
 from TuckerSegmentLib.panel.slicer_nodes import structure_at, table_row
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("panel")
-
 
 def _scene_with_layout():
     scene = slicer.vtkMRMLScene()

@@ -23,10 +23,6 @@ from conftest import SEGMENT_CPU, needs_shared, start_serving, stop_serving
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("review")
-
-
 def _start_review(result: Path, *args: str, env: dict) -> tuple[subprocess.Popen, str]:
     process, address, _ = start_serving(
         "review", str(result), "--port", "0", "--no-browser", *args, env=env

@@ -39,10 +39,6 @@ ORIGINAL_VS_TRUTH = {
 }
 
 
-# its tests share module fixtures: one pytest-xdist worker runs them all (.ci/run: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("segment-fast-run")
-
-
 @pytest.fixture(scope="module")
 def fast_run(phantom_files, isolated_home, tmp_path_factory):
     ct, _ = phantom_files

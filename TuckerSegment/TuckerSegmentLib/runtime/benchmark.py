@@ -271,15 +271,20 @@ def run_benchmark(
             mem,
             device,
             precision,
-            "original"
-            if name == "original" or (df == 1.0 and not name)
-            else name and "given" or policy,
+            _variant(name, df, policy),
             used,
             allocator,
             name,
         )
         for (df, used, name), c, m, mem in zip(labels, counts, medians, memory, strict=True)
     ]
+
+
+def _variant(name: str, df: float, policy: str) -> str:
+    """A row's variant: the original, a given model, or the DF grid's layer policy."""
+    if name == "original" or (df == 1.0 and not name):
+        return "original"
+    return "given" if name else policy
 
 
 def format_rows(rows: list[BenchmarkRow]) -> str:
