@@ -44,11 +44,34 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def finetuned(tiny_dataset, tmp_path_factory, isolated_home):
-    """A fine-tuning killed after its first epoch, then run again: it resumes and finishes."""
-    out = tmp_path_factory.mktemp("finetuned") / "model"
+    """A fine-tuning killed after its first epoch, then run again: it resumes and finishes.
+    Made once per test session: under pytest-xdist the first worker that needs it makes it (file
+    lock in the workers' shared temp folder) and records what the runs printed; the others read
+    that record (the tiny dataset is the same seeded phantoms on every worker)."""
+    from types import SimpleNamespace
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out, record = root / "finetuned" / "model", root / "finetuned.json"
+    with FileLock(str(root / "finetuned.lock")):
+        if not record.is_file():
+            shutil.rmtree(out.parent, ignore_errors=True)
+            out.parent.mkdir()
+            record.write_text(
+                json.dumps(_interrupted_then_resumed(tiny_dataset, out, isolated_home))
+            )
+    made = json.loads(record.read_text())
+    assert made["returncode"] == 0, made["stderr"][-3000:]
+    second = SimpleNamespace(returncode=made["returncode"], stdout=made["stdout"])
+    return out, made["interrupted"], second
+
+
+def _interrupted_then_resumed(dataset: Path, out: Path, isolated_home: dict) -> dict:
     env = {**os.environ, **isolated_home}
     first = subprocess.Popen(
-        _command(tiny_dataset, out),
+        _command(dataset, out),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -64,10 +87,14 @@ def finetuned(tiny_dataset, tmp_path_factory, isolated_home):
     first.wait(timeout=120)
     interrupted = {"output_existed": out.exists(), "lines": "".join(lines)}
     second = subprocess.run(
-        _command(tiny_dataset, out), capture_output=True, text=True, env=env, timeout=900
+        _command(dataset, out), capture_output=True, text=True, env=env, timeout=900
     )
-    assert second.returncode == 0, second.stderr[-3000:]
-    return out, interrupted, second
+    return {
+        "interrupted": interrupted,
+        "returncode": second.returncode,
+        "stdout": second.stdout,
+        "stderr": second.stderr,
+    }
 
 
 def test_an_interrupted_run_resumes_and_leaves_no_half_model(finetuned):
