@@ -181,6 +181,13 @@ def random_3mm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_random_ts_folder(tmp_path_factory.mktemp("models") / "Dataset297", "3mm", seed=1)
 
 
+def shared_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp folder all pytest-xdist workers of this session share (without xdist the
+    session's own): where a costly result is made once, under a file lock, for every worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Environment for CLI runs: a fresh HOME (so the user's TS config is never touched) and a

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, run_segment
+from conftest import MODELS, run_segment, shared_temp
 from finetune_curve import write_dataset
 
 FINETUNE = ["finetune", "--model", "3mm", "--weights-dir", str(MODELS), "--device", "cpu"]
@@ -52,8 +52,7 @@ def finetuned(tiny_dataset, tmp_path_factory, isolated_home):
 
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared_temp(tmp_path_factory)
     out, record = root / "finetuned" / "model", root / "finetuned.json"
     with FileLock(str(root / "finetuned.lock")):
         if not record.is_file():

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import MODELS, REPO, SHARED, needs_shared
+from conftest import MODELS, REPO, SHARED, needs_shared, shared_temp
 
 TS_SCRIPT = """
 import sys
@@ -96,8 +96,7 @@ def ts_ml(tmp_path_factory):
     worker that needs it. Returns the output file; what TS writes beside it lies in its folder."""
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "ts-ml"
+    root = shared_temp(tmp_path_factory) / "ts-ml"
     root.mkdir(exist_ok=True)
 
     def reference(ct: Path, options: list[str], isolated_home: dict) -> Path:

@@ -167,16 +167,14 @@ class SegmentationRun:
         return load_run_folder(self.scene, self.folder, self.request, layout_node)
 
 
-def _result_label(models: Any) -> str:
+def _result_label(models: list[dict[str, Any]]) -> str:
     """What made the networks, for the result's name: their DFs ("DF 0.3/0.5"), and how a given
     pruned model was pruned ("l2 pruned 50%"): a pruned model's DF (1) would say "original"."""
-    models = list(models)
     dfs = sorted({m["df"] for m in models if "prune" not in m})
     parts = ["DF " + "/".join(f"{df:g}" for df in dfs)] if dfs else []
-    for prune in dict.fromkeys(
+    parts += dict.fromkeys(
         f"{m['prune']['method']} pruned {m['prune']['ratio']:.0%}" for m in models if "prune" in m
-    ):
-        parts.append(prune)
+    )
     return " + ".join(parts)
 
 
@@ -192,7 +190,7 @@ def load_run_folder(
     volume = scene.GetNodeByID(request.volume_id)
     output = scene.GetNodeByID(request.output_id) if request.output_id else None
     sidecar = json.loads((folder / "result.json").read_text())
-    label = _result_label(sidecar["models"].values())
+    label = _result_label(list(sidecar["models"].values()))
     if request.max_params is not None:  # planned ranks: the budget says what was asked
         label = f"plan {request.max_params:.0%}"
     if request.task != "total":

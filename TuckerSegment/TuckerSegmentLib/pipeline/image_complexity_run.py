@@ -28,6 +28,7 @@ def low_resolution_pass(
     (at least MIN_VOXELS voxels: what "structures present" counts)."""
     import nibabel as nib
 
+    from ..ts.structures import structure_names
     from .image_complexity import MIN_VOXELS
     from .input_image import load_ct
     from .segment import SegmentOptions, segment
@@ -46,8 +47,6 @@ def low_resolution_pass(
             weights_dir=Path(weights_dir) if weights_dir else None,
         )
     )
-    from ..ts.structures import structure_names
-
     hu = np.asanyarray(ct.image.dataobj, dtype=np.float32)
     labels = np.asanyarray(nib.load(out).dataobj).astype(np.int32)
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
