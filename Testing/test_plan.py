@@ -478,32 +478,60 @@ def test_plan_calibrates_predicts_and_verifies_on_a_ct(isolated_home, tmp_path, 
 
 
 def test_a_budget_plan_is_made_once_per_weights_share_and_floor(tmp_path, monkeypatch):
-    """`segment --max-params` (the panel's "fit my budget") plans each model once: the plan is
-    kept in the cache by checkpoint, share and rank floor, and meets the share exactly."""
-    from TuckerSegmentLib.storage.plan_file import budget_plan, read_plan
+    """`segment --max-params` (the panel's "fit my budget") on one model: `plan_network`'s plan
+    for that share, kept in the cache by checkpoint, share and rank floor."""
+    from TuckerSegmentLib.storage.plan_file import budget_plans, read_plan
 
     monkeypatch.setenv("TUCKERSEGMENT_CACHE", str(tmp_path / "cache"))
-    first = budget_plan("3mm", FOLDER_3MM, 0.2, 8)
+    first = budget_plans({"3mm": FOLDER_3MM}, 0.2, 8)["3mm"]
     plan = read_plan(first)
-    assert plan["model"] == "3mm" and plan["budget"] == {
-        "kind": "params",
-        "value": pytest.approx(0.2 * plan["params"]["original"]),
-    }
-    assert plan["params"]["planned"] <= 0.2 * plan["params"]["original"]
+    folder = open_model_folder(FOLDER_3MM)
+    network = folder.load_network("cpu")
+    total = count_network(network, folder.spec.patch_size).params
+    alone = plan_network(network, folder.spec.patch_size, "params", 0.2 * total)
+    assert plan["model"] == "3mm" and plan["params"]["planned"] == alone.params <= 0.2 * total
+    assert plan["layers"] == [layer.to_json() for layer in alone.layers]
     made = first.stat().st_mtime_ns
-    assert budget_plan("3mm", FOLDER_3MM, 0.2, 8) == first
+    assert budget_plans({"3mm": FOLDER_3MM}, 0.2, 8)["3mm"] == first
     assert first.stat().st_mtime_ns == made  # not planned again
-    other = budget_plan("3mm", FOLDER_3MM, 0.2, 4)
+    other = budget_plans({"3mm": FOLDER_3MM}, 0.2, 4)["3mm"]
     assert other != first and read_plan(other)["rank_floor"] == 4
     first.write_text("{damaged")
-    assert read_plan(budget_plan("3mm", FOLDER_3MM, 0.2, 8))["layers"] == plan["layers"]
+    assert read_plan(budget_plans({"3mm": FOLDER_3MM}, 0.2, 8)["3mm"])["layers"] == plan["layers"]
+
+
+def test_segment_max_params_in_full_mode_gives_the_experts_one_budget(
+    tmp_path, monkeypatch, isolated_home
+):
+    """Full mode's five experts share `--max-params`: together within the share, not each at
+    it — an expert whose kernels compress well gives parameters to one whose kernels don't —
+    and the planned models are what `segment` runs (given_models, as in a run)."""
+    from TuckerSegmentLib.pipeline.segment import SegmentOptions, given_models, plan_run
+    from TuckerSegmentLib.storage.compressed_format import read_manifest
+    from TuckerSegmentLib.ts.weights import total_models
+
+    monkeypatch.setenv("TUCKERSEGMENT_CACHE", str(tmp_path / "cache"))
+    options = SegmentOptions(
+        tmp_path / "ct.nii.gz", tmp_path / "out.nii.gz", max_params=0.15, weights_dir=MODELS
+    )
+    plan = plan_run(options)
+    folders = {m.name: m.folder(MODELS) for m in total_models(False)}
+    models = given_models(plan, folders)
+    assert sorted(models) == sorted(folders)
+    counts = {name: read_manifest(path).extra["params"] for name, path in models.items()}
+    planned = sum(c["compressed"] for c in counts.values())
+    original = sum(c["original"] for c in counts.values())
+    assert planned <= 0.15 * original
+    shares = [c["compressed"] / c["original"] for c in counts.values()]
+    assert max(shares) - min(shares) > 0.01, shares  # not the same share for every expert
+    assert planned >= 0.14 * original  # the budget is spent, not left over
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--max-params", "20"], "a percentage of each model's parameters, e.g. 15%"),
-        (["--max-params", "0%"], "--max-params: a share of each model's parameters"),
+        (["--max-params", "20"], "a percentage of the networks' parameters, e.g. 15%"),
+        (["--max-params", "0%"], "--max-params: a share of the networks' parameters"),
         (["--max-params", "20%", "--df", "0.3"], "drop --df/--expert-df"),
     ],
 )

@@ -242,8 +242,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 
 
 def parameter_share(text: str) -> float:
-    """``15%`` → 0.15: a share of each model's own parameters (absolute counts differ between
-    the models of a run)."""
+    """``15%`` → 0.15: a share of the parameters of the run's networks (one absolute count
+    would mean different things in fast and full mode)."""
     raw = text.strip()
     try:
         if not raw.endswith("%"):
@@ -251,7 +251,7 @@ def parameter_share(text: str) -> float:
         return float(raw[:-1]) / 100
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: a percentage of each model's parameters, e.g. 15%"
+            f"{text!r}: a percentage of the networks' parameters, e.g. 15%"
         ) from None
 
 
@@ -352,8 +352,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--max-params",
         type=parameter_share,
         metavar="PERCENT",
-        help="instead of one DF: each model's per-layer ranks planned (`plan`, kept energy) for "
-        "this share of its parameters, e.g. 15%%; the plans and models are cached",
+        help="instead of one DF: per-layer ranks planned (`plan`, kept energy) for this share of "
+        "the parameters of the run's networks, e.g. 15%%, the models' layers competing for one "
+        "budget; the plans and models are cached",
     )
     add_layer_policy_options(p)
     p.add_argument(

@@ -41,7 +41,8 @@ class ModelSizes:
 
     def budget_text(self, fast: bool, share: float) -> str:
         """What "fit my budget" promises before the run: the planner spends at most this share
-        of each model's parameters where it keeps the most kernel energy (ranks per layer)."""
+        of the networks' parameters where it keeps the most kernel energy (ranks per layer, the
+        models' layers competing for one budget)."""
         params0 = sum(table.params for table in self.tables(fast))
         return (
             f"at most {share * params0 / 1e6:.2f} M parameters ({share:.0%} of "

@@ -43,7 +43,7 @@ class RunRequest:
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset (structure_picker.py)
     task: str = "total"  # TS's --task
     statistics: bool = False  # TS's --statistics, shown as a table
-    max_params: float | None = None  # "fit my budget": this share of each model's parameters
+    max_params: float | None = None  # "fit my budget": this share of the networks' parameters
 
     def cli_args(self, ct: Path, result: Path) -> list[str]:
         """The `tucker-segment segment` command line a user would type for this run."""

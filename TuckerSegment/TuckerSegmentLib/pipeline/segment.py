@@ -48,7 +48,7 @@ class SegmentOptions:
     weights_dir: Path | None = None
     compressed_models: list[Path] = field(default_factory=list)  # `compress`/`finetune` outputs
     plans: list[Path] = field(default_factory=list)  # `plan -o` outputs: per-layer ranks
-    max_params: float | None = None  # a share of each model's parameters, planned (planner.py)
+    max_params: float | None = None  # a share of the run's parameters, planned (planner.py)
     statistics: bool = False  # TS's own --statistics JSON beside the output
     threads: int | None = None  # torch threads for the networks; None: TS's (every core)
     roi_subset: tuple[str, ...] = ()  # TS's --roi_subset: these structures only (6 mm crop first)
@@ -320,10 +320,10 @@ def plan_run(options: SegmentOptions) -> RunPlan:
         raise TuckerSegmentError("--threads must be at least 1")
     if options.max_params is not None:
         if not 0 < options.max_params <= 1:
-            raise TuckerSegmentError("--max-params: a share of each model's parameters, e.g. 15%")
+            raise TuckerSegmentError("--max-params: a share of the networks' parameters, e.g. 15%")
         if options.df is not None or options.expert_df:
             raise TuckerSegmentError(
-                "--max-params plans each model's ranks for its share: drop --df/--expert-df"
+                "--max-params plans the models' ranks for one budget: drop --df/--expert-df"
             )
     models = _check_task(options)
     _check_roi_subset(options)
@@ -403,13 +403,12 @@ def given_models(plan: RunPlan, folders: dict[str, Path]) -> dict[str, Path]:
             raise TuckerSegmentError(f"two --compressed-model for the {match[0]} model")
         given[match[0]] = Path(path)
     if plan.options.max_params is not None:  # the models no --plan/--compressed-model names
-        from ..storage.plan_file import budget_plan
+        from ..storage.plan_file import budget_plans
 
-        for name, folder in folders.items():
-            if name not in given:
-                share, floor = plan.options.max_params, plan.options.rank_floor
-                path = budget_plan(name, folder, share, floor)
-                given[name] = planned_model(path, folder, plan.options.method)
+        share, floor = plan.options.max_params, plan.options.rank_floor
+        rest = {name: folder for name, folder in folders.items() if name not in given}
+        for name, path in budget_plans(rest, share, floor).items():  # one budget for them all
+            given[name] = planned_model(path, folders[name], plan.options.method)
     return given
 
 

@@ -115,41 +115,43 @@ def planned_model(plan_path: Path, model_folder: Path, method: str = "hosvd") ->
     return path
 
 
-def budget_plan(model: str, model_folder: Path, share: float, rank_floor: int) -> Path:
-    """The plan for ``share`` of ``model``'s parameters (`segment --max-params`, the panel's "fit
-    my budget"), kept in the cache by checkpoint, share and rank floor, so a second run on the
-    same weights plans nothing. Returns the plan file (a `--plan`)."""
-    import os
-    import tempfile
-
+def budget_plans(folders: dict[str, Path], share: float, rank_floor: int) -> dict[str, Path]:
+    """Plans for ``share`` of the parameters of the networks in ``folders`` (name → model
+    folder) together (`segment --max-params`, the panel's "fit my budget"): in full mode the five
+    experts' layers compete for one budget (engine/planner.py:plan_networks), so an expert whose
+    kernels compress well gives its share to one whose kernels don't; one network alone gets
+    exactly `plan_network`'s plan. Kept in the cache by the models' checkpoints, share and rank
+    floor, so a second run on the same weights plans nothing. Returns a plan file per model."""
     from ..engine.counting import count_network
-    from ..engine.planner import plan_network
+    from ..engine.planner import plan_networks
     from ..ts.model_folder import open_model_folder
+    from .atomic_dir import atomic_directory
     from .cache import cache_root
 
-    folder = open_model_folder(model_folder)
-    sha = folder.checkpoint_sha256()
-    path = cache_root() / "budget-plans" / f"{sha[:24]}-{share:.6g}-floor{rank_floor}.json"
+    opened = {name: open_model_folder(folder) for name, folder in sorted(folders.items())}
+    shas = {name: folder.checkpoint_sha256() for name, folder in opened.items()}
+    key = hashlib.sha256(json.dumps([shas, f"{share:.6g}", rank_floor]).encode()).hexdigest()
+    target = cache_root() / "budget-plans" / f"{key[:24]}-{share:.6g}-floor{rank_floor}"
+    paths = {name: target / f"{name}.json" for name in opened}
     try:
-        read_plan(path)
-        return path
+        for path in paths.values():
+            read_plan(path)
+        return paths
     except TuckerSegmentError:
         pass  # not planned yet, or damaged: planned again below
-    network = folder.load_network("cpu")
-    spec = folder.spec
-    total = count_network(network, spec.patch_size, spec.input_channels).params  # as `plan` counts
-    plan = plan_network(
-        network, spec.patch_size, "params", share * total, spec.input_channels, rank_floor
+    networks = {
+        name: (folder.load_network("cpu"), folder.spec.patch_size, folder.spec.input_channels)
+        for name, folder in opened.items()
+    }
+    total = sum(count_network(*entry).params for entry in networks.values())  # as `plan` counts
+    plans = plan_networks(networks, "params", share * total, rank_floor)
+    given = f"{share:.6g} of the parameters" + (
+        f" of {', '.join(opened)}" if len(opened) > 1 else ""
     )
-    data = plan_json(
-        plan,
-        model,
-        sha,
-        {"rank_floor": rank_floor, "budget_given": f"{share:.6g} of the parameters"},
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2)
-    os.replace(partial, path)
-    return path
+    with atomic_directory(target) as staging:
+        for name, plan in plans.items():
+            data = plan_json(
+                plan, name, shas[name], {"rank_floor": rank_floor, "budget_given": given}
+            )
+            (staging / f"{name}.json").write_text(json.dumps(data, indent=2))
+    return paths
