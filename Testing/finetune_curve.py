@@ -175,6 +175,7 @@ def main() -> int:
     )
     parser.add_argument("--augmentation", choices=("nnunet", "none"), default="nnunet")
     parser.add_argument("--foreground-oversampling", type=float)
+    parser.add_argument("--checkpoint", choices=("final", "best"), default="final")
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("--device", default="cpu", help="training and evaluation device")
     parser.add_argument("--gpus", type=int, default=1, help="nnU-Net's DDP on N CUDA GPUs")
@@ -259,6 +260,7 @@ def recipe(args: argparse.Namespace, dataset: Path, out: Path, **extra):  # noqa
         labels=args.labels,
         augmentation=args.augmentation,
         foreground_oversampling=args.foreground_oversampling,
+        **({"checkpoint": args.checkpoint} if "stamp_target" not in extra else {}),
         **extra,
     )
 

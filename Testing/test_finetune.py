@@ -28,7 +28,9 @@ SHORT += ["--augmentation-workers", "0", "--seed", "0", "--lr", "1e-3", "--progr
 
 def _command(dataset: Path, output: Path) -> list[str]:
     exe = Path(sys.executable).with_name("tucker-segment")
-    return [str(exe), *FINETUNE, "--dataset", str(dataset), "-o", str(output), *SHORT]
+    # nnU-Net's best checkpoint: its choice survives the kill and resume (nnU-Net restores it)
+    best = ["--checkpoint", "best"]
+    return [str(exe), *FINETUNE, "--dataset", str(dataset), "-o", str(output), *SHORT, *best]
 
 
 def _events(stdout: str) -> list[dict]:
@@ -159,6 +161,12 @@ def test_the_output_has_its_provenance(finetuned, tiny_dataset):
     assert 0.0 <= record["final_validation_dice"] <= 1.0
     assert manifest["model"] == "3mm"
     assert (out / "training" / "progress.png").stat().st_size > 10_000  # nnU-Net's own plot
+    # the weights are nnU-Net's checkpoint_best: the epoch of the best moving-average Dice
+    curve = (out / "training" / "curve.csv").read_text().splitlines()[1:]
+    ema = [float(line.split(",")[-1]) for line in curve]
+    chosen = record["checkpoint"]
+    assert chosen["name"] == "best" and chosen["epochs_trained"] == ema.index(max(ema)) + 1
+    assert chosen["best_ema_pseudo_dice"] == pytest.approx(max(ema), abs=1e-5)
 
 
 def test_segment_runs_the_finetuned_model_through_ts(
@@ -277,6 +285,7 @@ def _flat_image(folder: Path) -> None:
         (["--stamp", "100%"], "--stamp: the share of parameters to keep"),
         (["--stamp", "50%", "--stamp-every", "0"], "--stamp-every, --stamp-filters: at least 1"),
         (["--stamp", "50%", "--start-from", "x"], "--stamp prunes the installed original"),
+        (["--stamp", "50%", "--checkpoint", "best"], "STAMP writes its final network"),
     ],
 )
 def test_bad_options_are_refused(args, message, tiny_dataset, tmp_path, cli):

@@ -745,6 +745,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         default=0.05,
         help="stop pruning when validation Dice falls this far below its best",
     )
+    p.add_argument(
+        "--checkpoint",
+        choices=("final", "best"),
+        default="final",
+        help="the weights written: nnU-Net's last epoch (final), or its checkpoint_best — the "
+        "epoch of the best moving average of the validation pseudo-Dice (with --labels "
+        "original: of the agreement with the original on validation patches)",
+    )
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     p.add_argument("--weights-dir", help="TS weights folder (default: where TS keeps them)")
     p.set_defaults(run=_run_finetune)
@@ -783,6 +791,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         stamp_every=args.stamp_every,
         stamp_filters=args.stamp_filters,
         stamp_margin=args.stamp_margin,
+        checkpoint=args.checkpoint,
     )
     real_stdout = sys.stdout
     if args.progress == "json":

@@ -38,6 +38,9 @@ AUTHORS_EPOCHS = 50
 # own output on the dataset's images (self-distillation: no annotation needed, and the target is
 # exactly the behaviour the compressed network should keep)
 LABEL_SOURCES = ("dataset", "original")
+# nnU-Net's two checkpoints: the last epoch's, and the one of the best moving average of the
+# validation pseudo-Dice (nnU-Net's own choice, by its own measure; nnUNetv2_predict -chk)
+CHECKPOINTS = ("final", "best")
 
 
 @dataclass
@@ -71,6 +74,7 @@ class FinetuneOptions:
     stamp_filters: int = 4  # filters removed each time, the lowest-ranked of the network
     stamp_margin: float = 0.05  # stop pruning when validation Dice falls this far below its best
     stamp_min_channels: int = 4  # never fewer channels in a layer
+    checkpoint: str = "final"  # the weights written: nnU-Net's checkpoint_final or _best
 
     @property
     def trainer(self) -> str:
@@ -193,6 +197,13 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         raise TuckerSegmentError(f"--labels must be {' or '.join(LABEL_SOURCES)}")
     if options.augmentation not in TRAINERS:
         raise TuckerSegmentError(f"--augmentation must be {' or '.join(TRAINERS)}")
+    if options.checkpoint not in CHECKPOINTS:
+        raise TuckerSegmentError(f"--checkpoint must be {' or '.join(CHECKPOINTS)}")
+    if options.checkpoint == "best" and options.stamp_target is not None:
+        raise TuckerSegmentError(
+            "--checkpoint best with --stamp: the best-Dice epoch may be a less pruned network "
+            "than the target; STAMP writes its final network"
+        )
     if (
         options.foreground_oversampling is not None
         and not 0 <= options.foreground_oversampling <= 1
@@ -330,6 +341,7 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
     from ..ts.model_folder import load_checkpoint_weights, open_model_folder
 
     final = fold_folder / "checkpoint_final.pth"
+    chosen = fold_folder / f"checkpoint_{plan.options.checkpoint}.pth"
     model = open_model_folder(plan.model_folder)
     start = plan.settings.get("start_model")
     stamp = plan.settings.get("stamp")
@@ -349,7 +361,7 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
         layers = compress_network(network, plan.compression, decompose=True)
         compression, started = plan.compression, None
     try:
-        network.load_state_dict(load_checkpoint_weights(final))
+        network.load_state_dict(load_checkpoint_weights(chosen))
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise TuckerSegmentError(f"the fine-tuned checkpoint does not fit: {first}") from None
@@ -433,6 +445,7 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
                 "final_validation_dice": _validation_dice(fold_folder),
                 "final_pseudo_dice": (logging.get("mean_fg_dice") or [None])[-1],
                 "final_train_loss": (logging.get("train_losses") or [None])[-1],
+                "checkpoint": _checkpoint_record(chosen, plan.options.checkpoint),
             },
         },
     )
@@ -449,6 +462,19 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
             settings = json.loads(debug.read_text())
             settings.pop("hostname", None)  # a model folder gets shared; the machine's name not
             (record / "trainer-settings.json").write_text(json.dumps(settings, indent=1))
+
+
+def _checkpoint_record(checkpoint: Path, name: str) -> dict[str, Any]:
+    """Which of nnU-Net's checkpoints the model's weights are, and after how many epochs."""
+    import torch
+
+    data = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own checkpoint
+    best = data.get("_best_ema")
+    return {
+        "name": name,
+        "epochs_trained": int(data.get("current_epoch", 0)),
+        "best_ema_pseudo_dice": float(best) if best is not None else None,
+    }
 
 
 def _training_log(checkpoint: Path) -> dict:
