@@ -5,9 +5,6 @@ runs through TS's pipeline with `segment --plan`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -204,74 +201,69 @@ def test_report_draws_the_explained_variance_heatmap(isolated_home, tmp_path):
     assert bad.returncode == 1 and "a .png in an existing folder" in bad.stderr
 
 
-def test_a_latency_budget_becomes_the_gflops_the_measured_line_allows():
-    from TuckerSegmentLib.runtime.latency_model import LatencyLine
+def test_a_layer_s_time_is_read_off_its_two_measured_points():
+    from TuckerSegmentLib.engine.planner import LayerLatency
 
-    line = LatencyLine(fixed_ms=100.0, ms_per_gflop=20.0, points=[], device="cpu")
-    assert line.gflops_for(300) == pytest.approx(10.0)
-    assert line.milliseconds(10.0) == pytest.approx(300.0)
-    with pytest.raises(TuckerSegmentError, match="below what this device needs whatever the ranks"):
-        line.gflops_for(90)
+    faster = LayerLatency(conv_ms=10.0, block_ms=4.0, block_gflops=1.0)
+    assert faster.milliseconds(3.0, 3.0, True) == 10.0  # full ranks: the original conv
+    assert faster.milliseconds(2.0, 3.0, False) == pytest.approx(7.0)  # on the line
+    assert faster.milliseconds(0.0, 3.0, False) == pytest.approx(1.0)  # below the probe
+    slower = LayerLatency(conv_ms=10.0, block_ms=12.0, block_gflops=1.0)
+    assert slower.milliseconds(0.1, 3.0, False) == 10.0  # no rank buys time here
 
 
-def test_plan_for_a_latency_budget_measures_once_and_verifies(isolated_home, tmp_path):
-    """`plan --max-latency-ms`: the device's line is timed once and cached (a network whose
-    time clearly falls with FLOPs); the CLI plans from the cached line, its prediction within
-    the budget; --verify times the planned network as well."""
-    from TuckerSegmentLib.runtime import latency_model
-    from TuckerSegmentLib.runtime.latency_model import latency_line
+def test_a_latency_plan_buys_time_only_where_blocks_are_faster():
+    """Each layer priced by its own measured times: a layer whose block was not faster keeps
+    its conv (however tight the budget), the predicted time meets the budget, and a budget
+    below what the rank floor allows is refused in one line."""
+    from TuckerSegmentLib.engine.planner import LayerLatency, layer_spectra
 
-    torch.manual_seed(0)
-    heavy = torch.nn.Sequential(*[torch.nn.Conv3d(64, 64, 3, padding=1) for _ in range(3)])
-    line = latency_line(heavy.eval(), [24, 24, 24], "f" * 64, cache=tmp_path, in_channels=64)
-    # (the slope's sign is this machine's timing under load, not something to assert)
-    assert len(line.points) == 2 and len(list(tmp_path.glob("*.json"))) == 1
-    timed = latency_model._median_ms
-    try:
-        latency_model._median_ms = None  # a second call must not time anything
-        assert latency_line(heavy, [24, 24, 24], "f" * 64, cache=tmp_path, in_channels=64) == line
-    finally:
-        latency_model._median_ms = timed
-    # the CLI on the 3 mm test model, from a line put in its cache (timing it here is noise)
-    sha = open_model_folder(FOLDER_3MM).checkpoint_sha256()
-    cache = Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "latency"
-    cache.mkdir(parents=True, exist_ok=True)
-    seeded = {
-        "fixed_ms": 100.0,
-        "ms_per_gflop": 200.0,
-        "points": [[1.6, 420.0], [1.0, 300.0]],
-        "device": "cpu",
-    }
-    # the key names the thread count: asked of a fresh process, as the CLI's (this one's may differ)
-    key = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from TuckerSegmentLib.runtime.latency_model import line_key;"
-            f"print(line_key({sha!r}, 'cpu', 'fp32'))",
-        ],
-        env={**os.environ, **isolated_home},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (cache / f"{key}.json").write_text(json.dumps(seeded))
+    folder = open_model_folder(FOLDER_3MM)
+    network = folder.load_network("cpu")
+    spec = folder.spec
+    spectra = layer_spectra(network, spec.patch_size)
+    slow = {s.name for s in spectra[::2]}  # every other layer: its block not faster here
+    for s in spectra:
+        full = s.flops(s.in_channels, s.out_channels) / 1e9
+        block = 12.0 if s.name in slow else 2.0
+        s.latency = LayerLatency(conv_ms=10.0, block_ms=block, block_gflops=full / 10)
+    original_ms = 100.0 + 10.0 * len(spectra)  # 100 ms outside the factorizable convs
+    budget = original_ms - 4.0 * (len(spectra) - len(slow))
+    plan = plan_network(
+        network, spec.patch_size, "ms", budget, spectra=spectra, original_ms=original_ms
+    )
+    assert plan.milliseconds <= budget
+    assert {layer.name for layer in plan.layers}.isdisjoint(slow)
+    assert len(plan.layers) >= (len(spectra) - len(slow)) // 2  # the time bought where it is
+    with pytest.raises(TuckerSegmentError, match=r"ms per patch\) is below the smallest network"):
+        plan_network(network, spec.patch_size, "ms", 90.0, spectra=spectra, original_ms=original_ms)
+
+
+def test_plan_for_a_latency_budget_times_each_layer_once_and_verifies(isolated_home, cli):
+    """`plan --max-latency-ms` on the 3 mm test model: every factorizable conv and its block are
+    timed on this machine once (cached; a second plan times nothing), the plan's predicted time
+    meets the budget, --verify times the planned network too; bad budgets are refused."""
     args = ["plan", "--model", "3mm", "--weights-dir", str(MODELS), "--json"]
-    run = run_cli(*args, "--verify", "--max-latency-ms", "340", env=isolated_home)
-    assert run.returncode == 0, run.stderr
-    latency = json.loads(run.stdout)["latency"]
-    assert latency["line"] == {"fixed_ms": 100.0, "ms_per_gflop": 200.0}
-    assert latency["predicted_ms"] <= 340 and latency["measured_ms"] > 0
-    too_fast = run_cli(*args, "--max-latency-ms", "50", env=isolated_home)
-    assert too_fast.returncode == 1 and "below what this device needs" in too_fast.stderr
-
-
-def test_a_device_where_fewer_flops_are_not_faster_refuses_a_latency_budget():
-    from TuckerSegmentLib.runtime.latency_model import LatencyLine
-
-    line = LatencyLine(-10.0, -5.0, [[2.0, 100.0], [1.0, 110.0]], "cuda:0")
-    with pytest.raises(TuckerSegmentError, match="time does not fall with FLOPs"):
-        line.gflops_for(105)
+    first = cli(*args, "--max-latency-ms", "1e9")
+    assert first.returncode == 0, first.stderr
+    latency = json.loads(first.stdout)["latency"]
+    folder = open_model_folder(FOLDER_3MM)
+    spectra = layer_spectra(folder.load_network("cpu"), folder.spec.patch_size)
+    assert set(latency["layers"]) == {s.name for s in spectra}
+    assert all(v["conv_ms"] > 0 and v["block_ms"] > 0 for v in latency["layers"].values())
+    assert latency["predicted_ms"] == pytest.approx(latency["original_ms"])  # nothing to buy
+    (table,) = (Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "latency").glob("*.json")
+    made = table.stat().st_mtime_ns
+    budget = f"{latency['original_ms']:.6f}"
+    again = cli(*args, "--verify", "--max-latency-ms", budget)
+    assert again.returncode == 0, again.stderr
+    planned = json.loads(again.stdout)["latency"]
+    assert planned["predicted_ms"] <= float(budget) and planned["measured_ms"] > 0
+    assert table.stat().st_mtime_ns == made  # read from the cache, not timed again
+    too_fast = cli(*args, "--max-latency-ms", "0.001")
+    assert too_fast.returncode == 1 and "below the smallest network" in too_fast.stderr
+    zero = cli(*args, "--max-latency-ms", "0")
+    assert zero.returncode == 1 and "above 0" in zero.stderr
 
 
 def test_a_model_folder_of_another_configuration_is_read_as_that_one(tmp_path):

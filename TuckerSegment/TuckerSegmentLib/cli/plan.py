@@ -57,8 +57,8 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     budget.add_argument(
         "--max-latency-ms",
         type=float,
-        help="milliseconds per patch on --device (the device's ms-per-GFLOP line is measured "
-        "once and cached)",
+        help="milliseconds per patch on --device (each layer's conv and Tucker block are timed "
+        "there once and cached; the planner prices ranks by those times)",
     )
     budget.add_argument(
         "--min-agreement",
@@ -227,7 +227,7 @@ def model_folder(name: str, weights: Path | None) -> Path:
 
 def run_plan(args: argparse.Namespace) -> int:
     from ..engine.counting import count_network
-    from ..engine.planner import plan_network
+    from ..engine.planner import layer_spectra, plan_network
     from ..engine.ranks import check_rank_floor
     from ..storage.plan_file import plan_json
     from ..ts.model_folder import open_model_folder
@@ -244,6 +244,8 @@ def run_plan(args: argparse.Namespace) -> int:
     ]:
         if not Path(image).exists():
             raise TuckerSegmentError(f"input not found: {image}")
+    if args.max_latency_ms is not None and args.max_latency_ms <= 0:
+        raise TuckerSegmentError("--max-latency-ms: milliseconds per patch, above 0")
     if args.min_agreement is not None and not 0 < args.min_agreement < 1:
         raise TuckerSegmentError("--min-agreement: a mean Dice between 0 and 1, e.g. 0.95")
     if args.calibrate_removed and not all(0 < r < 1 for r in args.calibrate_removed):
@@ -268,20 +270,31 @@ def run_plan(args: argparse.Namespace) -> int:
     spec = folder.spec
     original = count_network(network, spec.patch_size, spec.input_channels)
     kind = "params" if args.max_params or args.min_agreement is not None else "gflops"
-    line = None
+    table = None
     if args.calibrate:
         _calibrate(args, weights, rank_floor)
     complexities = _complexities(args.image or [], weights, args.device)
     if args.min_agreement is not None:
         plan = _plan_for_agreement(network, folder, rank_floor, args.min_agreement, complexities)
     else:
-        if args.max_latency_ms is not None:
-            line = _latency_line(network, folder, args.device)
-            value = line.gflops_for(args.max_latency_ms)
+        spectra = layer_spectra(network, spec.patch_size, spec.input_channels)
+        if args.max_latency_ms is not None:  # each layer priced by its measured time here
+            table = _latency_table(network, folder, spectra, args.device)
+            kind, value = "ms", args.max_latency_ms
+            spectra = table.attach(spectra)
         else:
             total = original.params if kind == "params" else original.gflops
             value = budget_value(args.max_params or args.max_gflops, total)
-        plan = plan_network(network, spec.patch_size, kind, value, spec.input_channels, rank_floor)
+        plan = plan_network(
+            network,
+            spec.patch_size,
+            kind,
+            value,
+            spec.input_channels,
+            rank_floor,
+            spectra,
+            table.original_ms if table else None,
+        )
     prediction = _prediction(folder, plan)
     extra = {
         "rank_floor": rank_floor,
@@ -296,12 +309,16 @@ def run_plan(args: argparse.Namespace) -> int:
     }
     if complexities:
         extra["images"] = _image_predictions(folder, plan, complexities)
-    if line is not None:
+    if table is not None:
         extra["latency"] = {
             "device": args.device,
             "budget_ms": args.max_latency_ms,
-            "predicted_ms": line.milliseconds(plan.gflops),
-            "line": {"fixed_ms": line.fixed_ms, "ms_per_gflop": line.ms_per_gflop},
+            "predicted_ms": plan.milliseconds,
+            "original_ms": table.original_ms,
+            "layers": {  # measured: the conv, and its block at DF 0.3 ranks
+                name: {"conv_ms": conv, "block_ms": block, "block_gflops": gflops}
+                for name, (conv, block, gflops) in table.layers.items()
+            },
         }
         if args.verify is not None:
             extra["latency"]["measured_ms"] = _measured_ms(network, folder, plan, args.device)
@@ -365,13 +382,20 @@ def run_plan(args: argparse.Namespace) -> int:
                 else ""
             )
         )
-    if line is not None:
+    if table is not None:
         latency = data["latency"]
         measured = latency.get("measured_ms")
+        slower = sum(block >= conv for conv, block, _ in table.layers.values())
         print(
             f"latency on {args.device}: {latency['predicted_ms']:.0f} ms per patch predicted "
-            f"(budget {args.max_latency_ms:g} ms; original {line.milliseconds(plan.gflops_original):.0f} ms)"
+            f"(budget {args.max_latency_ms:g} ms; original {table.original_ms:.0f} ms measured)"
             + (f", {measured:.0f} ms measured" if measured is not None else "")
+            + (
+                f"; {slower} of {len(table.layers)} layers' Tucker blocks were not faster than "
+                "their convs here and keep them"
+                if slower
+                else ""
+            )
         )
     return 0
 
@@ -517,19 +541,18 @@ def _measured_agreement(plan: dict, args: argparse.Namespace, weights: Path | No
     return dice
 
 
-def _latency_line(network, folder, device: str):  # noqa: ANN001, ANN202
+def _latency_table(network, folder, spectra, device: str):  # noqa: ANN001, ANN202
     from ..runtime.devices import resolve_device
-    from ..runtime.latency_model import latency_line
+    from ..runtime.latency_model import latency_table
     from ..storage.cache import cache_root
 
-    spec = folder.spec
-    return latency_line(
+    return latency_table(
         network,
-        spec.patch_size,
+        folder.spec,
+        spectra,
         folder.checkpoint_sha256(),
         resolve_device(device),
         "fp32",
-        spec.input_channels,
         cache_root() / "latency",
     )
 

@@ -5,7 +5,10 @@ their energy in a few channel directions, others need many. The planner measures
 factorizable conv, how much of the kernel's energy each pair of ranks keeps (the paper's
 Appendix B explained variance, exact for every rank pair from one rotation of the kernel into
 its HOSVD bases), and spends the budget — parameters or GFLOPs per patch — step by step where
-the next step keeps the most energy per unit of cost (a greedy knapsack on a concave gain).
+the next step keeps the most energy per unit of cost (a greedy knapsack on a concave gain). For
+a latency budget each layer's cost is its measured milliseconds on the device (`LayerLatency`,
+timed by runtime/latency_model.py), so a layer whose Tucker block is not faster there keeps its
+original conv and the time is bought where the device actually saves it.
 The result is a list of `LayerRanks` that `compress_layers` applies like any manifest's.
 """
 
@@ -27,7 +30,27 @@ from .ranks import DEFAULT_RANK_FLOOR, tucker_ranks
 if TYPE_CHECKING:
     from .counting import NetworkCount
 
-BUDGET_KINDS = ("params", "gflops")
+BUDGET_KINDS = ("params", "gflops", "ms")
+
+
+@dataclass(frozen=True)
+class LayerLatency:
+    """A layer's measured milliseconds for one patch on a device: its original conv, and its
+    Tucker block at probe ranks (``block_gflops``). A block's time at other ranks is read off
+    the line through those two points against the layer's FLOPs (a block has fixed costs —
+    three kernels, memory traffic — that FLOPs miss, which the line's intercept carries); a block
+    not faster than the conv at the probe is priced at the conv's time at every rank, so a plan
+    buys no time there and keeps the conv."""
+
+    conv_ms: float
+    block_ms: float
+    block_gflops: float
+
+    def milliseconds(self, gflops: float, full_gflops: float, at_full_rank: bool) -> float:
+        if at_full_rank or self.block_ms >= self.conv_ms:
+            return self.conv_ms
+        slope = (self.conv_ms - self.block_ms) / max(full_gflops - self.block_gflops, 1e-12)
+        return max(0.0, self.block_ms + slope * (gflops - self.block_gflops))
 
 
 @dataclass
@@ -44,10 +67,24 @@ class LayerSpectrum:
     voxels_out: int
     bias: bool
     kept: torch.Tensor  # kept[r0, r1]: energy share kept with ranks r0, r1 of weight modes 0, 1
+    latency: LayerLatency | None = None  # measured on a device, for latency budgets
 
     @property
     def kernel_volume(self) -> int:
         return math.prod(self.kernel_size)
+
+    def ranks(self, rank_in: int, rank_out: int) -> LayerRanks:
+        """This layer at these ranks, as `compress_layers` applies it."""
+        return LayerRanks(
+            self.name,
+            self.kind,
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            rank_in,
+            rank_out,
+            self.explained_variance(rank_in, rank_out),
+        )
 
     def explained_variance(self, rank_in: int, rank_out: int) -> float:
         r0, r1 = self._modes(rank_in, rank_out)
@@ -219,11 +256,21 @@ class Plan:
     uniform_df: float  # one DF for all layers at the same spend on the factorized layers
     uniform_mean_explained_variance: float
     signals: dict[str, float] = field(default_factory=dict)  # for the predicted agreement
+    milliseconds: float | None = None  # predicted for one patch (latency budgets)
 
 
 def _cost(spectrum: LayerSpectrum, kind: str, rank_in: int, rank_out: int) -> float:
     if kind == "params":
         return float(spectrum.params(rank_in, rank_out))
+    if kind == "ms":
+        if spectrum.latency is None:
+            raise TuckerSegmentError(f"{spectrum.name}: no measured latency for a latency budget")
+        full = (spectrum.in_channels, spectrum.out_channels)
+        return spectrum.latency.milliseconds(
+            spectrum.flops(rank_in, rank_out) / 1e9,
+            spectrum.flops(*full) / 1e9,
+            (rank_in, rank_out) == full,
+        )
     return spectrum.flops(rank_in, rank_out) / 1e9
 
 
@@ -260,10 +307,12 @@ def plan_ranks(
     ranks = [(g_in[0], g_out[0]) for g_in, g_out in grids]
     cost = fixed_cost + sum(_cost(s, budget_kind, *r) for s, r in zip(spectra, ranks, strict=True))
     if cost > budget:
-        unit = "parameters" if budget_kind == "params" else "GFLOPs per patch"
+        unit = {"params": "parameters", "gflops": "GFLOPs per patch", "ms": "ms per patch"}[
+            budget_kind
+        ]
         raise TuckerSegmentError(
             f"the budget ({budget:,.6g} {unit}) is below the smallest network these ranks "
-            f"allow ({cost:,.6g} at rank floor {rank_floor}); raise it or lower --rank-floor"
+            f"allow ({cost:,.6g} {unit} at rank floor {rank_floor}); raise it or lower --rank-floor"
         )
     while True:
         best = None
@@ -296,17 +345,25 @@ def plan_network(
     in_channels: int = 1,
     rank_floor: int = DEFAULT_RANK_FLOOR,
     spectra: list[LayerSpectrum] | None = None,
+    original_ms: float | None = None,
 ) -> Plan:
     """A plan for ``network`` (with its weights) within ``budget`` (``params``: parameters of
-    the whole network; ``gflops``: GFLOPs of one patch). ``spectra``: the network's layer
-    spectra when already measured (a search over budgets measures them once)."""
+    the whole network; ``gflops``: GFLOPs of one patch; ``ms``: milliseconds of one patch, with
+    ``spectra`` carrying each layer's measured `LayerLatency` and ``original_ms`` the whole
+    original network's). ``spectra``: the network's layer spectra when already measured (a
+    search over budgets measures them once)."""
     from .counting import count_network
 
     spectra = spectra or layer_spectra(network, patch_size, in_channels)
     original = count_network(network, patch_size, in_channels)
-    fixed = _fixed_cost(spectra, original, budget_kind)
+    fixed = _fixed_cost(spectra, original, budget_kind, original_ms)
     ranks, _ = plan_ranks(spectra, budget_kind, budget, fixed, rank_floor)
-    return _plan(spectra, ranks, original, budget_kind, budget, rank_floor)
+    plan = _plan(spectra, ranks, original, budget_kind, budget, rank_floor)
+    if budget_kind == "ms":
+        plan.milliseconds = fixed + sum(
+            _cost(s, "ms", *r) for s, r in zip(spectra, ranks, strict=True)
+        )
+    return plan
 
 
 def plan_networks(
@@ -341,9 +398,19 @@ def plan_networks(
     return plans
 
 
-def _fixed_cost(spectra: list[LayerSpectrum], original: NetworkCount, budget_kind: str) -> float:
-    """What no rank changes: the whole network's cost less its factorizable convs' at full rank."""
+def _fixed_cost(
+    spectra: list[LayerSpectrum],
+    original: NetworkCount,
+    budget_kind: str,
+    original_ms: float | None = None,
+) -> float:
+    """What no rank changes: the whole network's cost less its factorizable convs' at full rank
+    (for ``ms``: the original network's measured time less its convs' measured times)."""
     factorized = sum(_cost(s, budget_kind, s.in_channels, s.out_channels) for s in spectra)
+    if budget_kind == "ms":
+        if original_ms is None:
+            raise TuckerSegmentError("a latency budget needs the original network's measured time")
+        return original_ms - factorized
     total = original.params if budget_kind == "params" else original.gflops
     return total - factorized
 
@@ -358,16 +425,7 @@ def _plan(
 ) -> Plan:
     full = {s.name: (s.in_channels, s.out_channels) for s in spectra}
     layers = [  # a layer planned at full ranks keeps its original conv (not listed)
-        LayerRanks(
-            s.name,
-            s.kind,
-            s.in_channels,
-            s.out_channels,
-            s.kernel_size,
-            r_in,
-            r_out,
-            s.explained_variance(r_in, r_out),
-        )
+        s.ranks(r_in, r_out)
         for s, (r_in, r_out) in zip(spectra, ranks, strict=True)
         if (r_in, r_out) != full[s.name]
     ]

@@ -1,11 +1,14 @@
-"""Milliseconds per patch from GFLOPs, measured on this device: a latency budget for `plan`.
+"""Milliseconds per patch, measured layer by layer on this device: a latency budget for `plan`.
 
-A plan's latency cannot be read from its FLOPs alone — a device has fixed costs (norms,
-activations, memory traffic) and its own speed per FLOP. Timing the model's original network and
-one compressed at a uniform DF on one patch gives a line ``ms = fixed + per_gflop · GFLOPs``
-for this model, device and precision; a latency budget becomes the GFLOP budget the line allows.
-Measured once and cached (per checkpoint, device, CPU/GPU model and thread count), since devices
-differ (AVX2 vs AVX-512, GPUs) and nothing is hard-coded.
+A plan's latency cannot be read from its FLOPs: a device has fixed costs (norms, activations,
+memory traffic), its own speed per FLOP, and layers where a Tucker block is no faster than the
+conv it replaces (small channel counts, large volumes; a GPU's fused kernels). So every
+factorizable conv is timed on its real input for one patch — the original conv, and its Tucker
+block at DF 0.3 ranks — and the whole original network once; the planner prices each layer's
+ranks from its own two points (engine/planner.py:LayerLatency) and the rest of the network as
+the whole time less the convs'. Measured once and cached (per checkpoint, device, CPU/GPU model,
+thread count and precision), since devices differ (AVX2 vs AVX-512, GPUs) and nothing is
+hard-coded.
 """
 
 from __future__ import annotations
@@ -20,37 +23,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import TuckerSegmentError
+from ..engine.planner import LayerLatency, LayerSpectrum
+from ..ts.network_spec import NetworkSpec
 
-PROBE_DF = 0.3  # the second point of the line
+PROBE_DF = 0.3  # the block's point of each layer's line
+FORMAT_VERSION = 2  # 1 was a whole-network line (ms against GFLOPs), replaced by per-layer times
 
 
 @dataclass(frozen=True)
-class LatencyLine:
-    fixed_ms: float
-    ms_per_gflop: float
-    points: list[list[float]]  # [gflops, ms] measured
+class LatencyTable:
+    """The measured times of one model on one device: the whole original network, and each
+    factorizable conv both ways (name → conv ms, block ms, block GFLOPs)."""
+
     device: str
+    original_ms: float
+    layers: dict[str, list[float]]
+    format_version: int = FORMAT_VERSION
 
-    def gflops_for(self, milliseconds: float) -> float:
-        """The GFLOPs per patch that fit in ``milliseconds`` (one line if none do)."""
-        if self.ms_per_gflop <= 0:
-            (g1, t1), (g0, t0) = self.points
-            raise TuckerSegmentError(
-                f"on {self.device} the network at DF 0.3 ({g0:.1f} GFLOPs) took {t0:.0f} ms and "
-                f"the original ({g1:.1f} GFLOPs) {t1:.0f} ms: time does not fall with FLOPs "
-                "here, so ranks can't meet a latency budget; use --max-gflops or --max-params"
-            )
-        budget = (milliseconds - self.fixed_ms) / self.ms_per_gflop
-        if budget <= 0:
-            raise TuckerSegmentError(
-                f"{milliseconds:g} ms per patch is below what this device needs whatever the "
-                f"ranks ({self.fixed_ms:.0f} ms measured as the fixed cost of a patch)"
-            )
-        return budget
-
-    def milliseconds(self, gflops: float) -> float:
-        return self.fixed_ms + self.ms_per_gflop * gflops
+    def attach(self, spectra: list[LayerSpectrum]) -> list[LayerSpectrum]:
+        """The spectra with each layer's measured latency, for `plan_network(…, "ms", …)`."""
+        for spectrum in spectra:
+            spectrum.latency = LayerLatency(*self.layers[spectrum.name])
+        return spectra
 
 
 def _device_name(device: str) -> str:
@@ -61,53 +55,67 @@ def _device_name(device: str) -> str:
     return f"{_cpu_info().model} ({torch.get_num_threads()} threads)"
 
 
-def _median_ms(network: nn.Module, x: torch.Tensor, device: str, precision: str) -> float:
+def _median_ms(module: nn.Module, x: torch.Tensor, device: str, precision: str) -> float:
     from .latency_policy import _median_time
 
-    return 1000 * _median_time(network, x, device.split(":")[0], precision, repeats=3)
+    return 1000 * _median_time(module, x, device.split(":")[0], precision, repeats=3)
 
 
-def line_key(checkpoint_sha256: str, device: str, precision: str) -> str:
-    """The cache name of a line: the model's weights, the device (its model and threads), the
+def table_key(checkpoint_sha256: str, device: str, precision: str) -> str:
+    """The cache name of a table: the model's weights, the device (its model and threads), the
     precision."""
     return hashlib.sha256(
-        json.dumps([checkpoint_sha256, device, precision, _device_name(device)]).encode()
+        json.dumps(
+            [checkpoint_sha256, device, precision, _device_name(device), FORMAT_VERSION]
+        ).encode()
     ).hexdigest()[:24]
 
 
-def latency_line(
+def latency_table(
     network: nn.Module,
-    patch_size: list[int],
+    spec: NetworkSpec,
+    spectra: list[LayerSpectrum],
     checkpoint_sha256: str,
     device: str = "cpu",
     precision: str = "fp32",
-    in_channels: int = 1,
     cache: Path | None = None,
-) -> LatencyLine:
-    """The line for this model on this device: from the cache, or timed now (two networks,
-    three patches each after a warm-up)."""
-    from ..engine.compress import CompressionSettings, compress_network
-    from ..engine.counting import count_network
+) -> LatencyTable:
+    """The table for this model on this device: from the cache, or timed now (each layer's
+    conv and block on its input shape, and the whole network; three runs each after a
+    warm-up)."""
+    from ..engine.compress import compress_layers
+    from ..engine.ranks import tucker_ranks
+    from .latency_policy import layer_input_shapes
 
-    path = (cache / f"{line_key(checkpoint_sha256, device, precision)}.json") if cache else None
+    path = (cache / f"{table_key(checkpoint_sha256, device, precision)}.json") if cache else None
     if path is not None and path.is_file():
         try:
-            return LatencyLine(**json.loads(path.read_text()))
+            table = LatencyTable(**json.loads(path.read_text()))
+            if table.format_version == FORMAT_VERSION and {s.name for s in spectra} <= set(
+                table.layers
+            ):
+                return table
         except (ValueError, TypeError):
             pass  # damaged: measured again
-    x = torch.randn(1, in_channels, *patch_size, device=device)
+    probes = [s.ranks(*tucker_ranks(s.in_channels, s.out_channels, PROBE_DF)) for s in spectra]
     compressed = copy.deepcopy(network)
-    compress_network(compressed, CompressionSettings(df=PROBE_DF))
-    points = []
-    for net in (network, compressed):
-        gflops = count_network(net, patch_size, in_channels).gflops
-        points.append([gflops, _median_ms(net.to(device).eval(), x, device, precision)])
-    (g1, t1), (g0, t0) = points
-    per_gflop = (t1 - t0) / max(g1 - g0, 1e-9)  # ≤ 0: not faster with fewer FLOPs (refused)
-    line = LatencyLine(t0 - per_gflop * g0, per_gflop, points, device)
+    compress_layers(compressed, probes)
+    originals, blocks = dict(network.named_modules()), dict(compressed.named_modules())
+    shapes = layer_input_shapes(spec, [s.name for s in spectra])
+    layers = {}
+    for spectrum, probe in zip(spectra, probes, strict=True):
+        x = torch.randn(shapes[spectrum.name], device=device)
+        conv_ms = _median_ms(originals[spectrum.name].to(device), x, device, precision)
+        block_ms = _median_ms(blocks[spectrum.name].to(device), x, device, precision)
+        gflops = spectrum.flops(probe.rank_in, probe.rank_out) / 1e9
+        layers[spectrum.name] = [conv_ms, block_ms, gflops]
+    x = torch.randn(1, spec.input_channels, *spec.patch_size, device=device)
+    table = LatencyTable(
+        device, _median_ms(network.to(device).eval(), x, device, precision), layers
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(asdict(line)))
+        partial.write_text(json.dumps(asdict(table)))
         partial.replace(path)
-    return line
+    return table
