@@ -212,6 +212,26 @@ def test_a_layer_s_time_is_read_off_its_two_measured_points():
     assert slower.milliseconds(0.1, 3.0, False) == 10.0  # no rank buys time here
 
 
+def test_blocks_timed_alone_are_scaled_to_what_they_take_inside_the_network():
+    """The layers' block times add up to the whole all-blocks network's time less what is not
+    a conv (the original's time less its convs'); a layer made not faster by it keeps its conv."""
+    from TuckerSegmentLib.engine.planner import LayerSpectrum
+    from TuckerSegmentLib.runtime.latency_model import LatencyTable
+
+    layers = {"a": [10.0, 4.0, 0.1], "b": [10.0, 9.0, 0.1]}  # conv ms, block ms, block GFLOPs
+    table = LatencyTable("cpu", original_ms=50.0, probe_ms=45.0, layers=layers)
+    assert table.block_scale == pytest.approx((45.0 - 30.0) / 13.0)
+    spectra = [
+        LayerSpectrum(n, "conv", 8, 8, [3, 3, 3], 1000, 1000, 1000, True, torch.ones(9, 9))
+        for n in layers
+    ]
+    a, b = (s.latency for s in table.attach(spectra))
+    assert a.block_ms == pytest.approx(4.0 * 15 / 13) and b.block_ms > b.conv_ms
+    assert b.milliseconds(0.01, 0.2, False) == 10.0  # b's block is not faster inside: its conv
+    flat = LatencyTable("cpu", original_ms=50.0, probe_ms=20.0, layers=layers)
+    assert flat.block_scale == 1.0  # the sums can't say (a probe faster than the non-convs)
+
+
 def test_a_latency_plan_buys_time_only_where_blocks_are_faster():
     """Each layer priced by its own measured times: a layer whose block was not faster keeps
     its conv (however tight the budget), the predicted time meets the budget, and a budget
@@ -251,6 +271,7 @@ def test_plan_for_a_latency_budget_times_each_layer_once_and_verifies(isolated_h
     spectra = layer_spectra(folder.load_network("cpu"), folder.spec.patch_size)
     assert set(latency["layers"]) == {s.name for s in spectra}
     assert all(v["conv_ms"] > 0 and v["block_ms"] > 0 for v in latency["layers"].values())
+    assert latency["all_blocks_ms"] > 0 and latency["block_scale"] > 0
     assert latency["predicted_ms"] == pytest.approx(latency["original_ms"])  # nothing to buy
     (table,) = (Path(isolated_home["TUCKERSEGMENT_CACHE"]) / "latency").glob("*.json")
     made = table.stat().st_mtime_ns

@@ -315,6 +315,8 @@ def run_plan(args: argparse.Namespace) -> int:
             "budget_ms": args.max_latency_ms,
             "predicted_ms": plan.milliseconds,
             "original_ms": table.original_ms,
+            "all_blocks_ms": table.probe_ms,  # every layer at DF 0.3 ranks, timed whole
+            "block_scale": table.block_scale,  # layers' block times scaled by this
             "layers": {  # measured: the conv, and its block at DF 0.3 ranks
                 name: {"conv_ms": conv, "block_ms": block, "block_gflops": gflops}
                 for name, (conv, block, gflops) in table.layers.items()
@@ -385,7 +387,8 @@ def run_plan(args: argparse.Namespace) -> int:
     if table is not None:
         latency = data["latency"]
         measured = latency.get("measured_ms")
-        slower = sum(block >= conv for conv, block, _ in table.layers.values())
+        scale = table.block_scale
+        slower = sum(block * scale >= conv for conv, block, _ in table.layers.values())
         print(
             f"latency on {args.device}: {latency['predicted_ms']:.0f} ms per patch predicted "
             f"(budget {args.max_latency_ms:g} ms; original {table.original_ms:.0f} ms measured)"

@@ -128,6 +128,8 @@ def budget_plans(folders: dict[str, Path], share: float, rank_floor: int) -> dic
     from .atomic_dir import atomic_directory
     from .cache import cache_root
 
+    if not folders:  # every model of the run was given (--plan/--compressed-model)
+        return {}
     opened = {name: open_model_folder(folder) for name, folder in sorted(folders.items())}
     shas = {name: folder.checkpoint_sha256() for name, folder in opened.items()}
     key = hashlib.sha256(json.dumps([shas, f"{share:.6g}", rank_floor]).encode()).hexdigest()
