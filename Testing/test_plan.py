@@ -210,6 +210,11 @@ def test_a_layer_s_time_is_read_off_its_two_measured_points():
     assert faster.milliseconds(0.0, 3.0, False) == pytest.approx(1.0)  # below the probe
     slower = LayerLatency(conv_ms=10.0, block_ms=12.0, block_gflops=1.0)
     assert slower.milliseconds(0.1, 3.0, False) == 10.0  # no rank buys time here
+    # a probe with no fewer FLOPs than the conv (few channels, ranks at the floor): its time
+    # at every rank, not a line over a vanishing span (which priced ranks past any budget)
+    degenerate = LayerLatency(conv_ms=10.0, block_ms=8.0, block_gflops=3.2)
+    assert degenerate.milliseconds(1.0, 3.0, False) == 8.0
+    assert degenerate.milliseconds(4.0, 3.0, False) == 8.0
 
 
 def test_blocks_timed_alone_are_scaled_to_what_they_take_inside_the_network():
@@ -257,6 +262,14 @@ def test_a_latency_plan_buys_time_only_where_blocks_are_faster():
     assert len(plan.layers) >= (len(spectra) - len(slow)) // 2  # the time bought where it is
     with pytest.raises(TuckerSegmentError, match=r"ms per patch\) is below the smallest network"):
         plan_network(network, spec.patch_size, "ms", 90.0, spectra=spectra, original_ms=original_ms)
+    # with time to spare every layer keeps its conv, a probe without FLOP savings included
+    middle = spectra[len(spectra) // 2]
+    full = middle.flops(middle.in_channels, middle.out_channels) / 1e9
+    middle.latency = LayerLatency(conv_ms=10.0, block_ms=8.0, block_gflops=full)
+    roomy = plan_network(
+        network, spec.patch_size, "ms", 1e9, spectra=spectra, original_ms=original_ms
+    )
+    assert roomy.layers == [] and roomy.milliseconds == pytest.approx(original_ms)
 
 
 def test_plan_for_a_latency_budget_times_each_layer_once_and_verifies(isolated_home, cli):

@@ -49,7 +49,10 @@ class LayerLatency:
     def milliseconds(self, gflops: float, full_gflops: float, at_full_rank: bool) -> float:
         if at_full_rank or self.block_ms >= self.conv_ms:
             return self.conv_ms
-        slope = (self.conv_ms - self.block_ms) / max(full_gflops - self.block_gflops, 1e-12)
+        span = full_gflops - self.block_gflops
+        if span < 0.01 * full_gflops:  # the probe saved (almost) no FLOPs: no line to read
+            return self.block_ms  # (a slope over a vanishing span would price ranks at ~∞)
+        slope = (self.conv_ms - self.block_ms) / span
         return max(0.0, self.block_ms + slope * (gflops - self.block_gflops))
 
 
