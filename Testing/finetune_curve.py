@@ -34,6 +34,7 @@ MODELS = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
 TRAIN_SEEDS = range(600, 700)  # never the test models' own training seeds (100-115)
 EVAL_SEEDS = (701, 702, 703)
 LARGE_ML = 100.0
+SEGMENTED_ML = 1.0  # "the original segments it": at least this much in the original's output
 
 
 def model_labels(model: str) -> dict[str, int]:
@@ -100,7 +101,7 @@ def evaluate(
     labels = model_labels(model)
     names = structure_names()
     ours = {i for i, n in names.items() if n in labels}
-    agreement, in_phantom, truth_dice, original_truth = [], [], [], []
+    agreement, in_phantom, segmented, truth_dice, original_truth = [], [], [], [], []
     worst: dict[str, list[float]] = {}
     for seed in EVAL_SEEDS:
         ct, _, truth = phantom_case(seed, model, labels)
@@ -133,6 +134,9 @@ def evaluate(
         in_truth = set(np.unique(reference).tolist()) - {0}
         kept = [s for s in vs_original.present() if s.label in ours and s.label in in_truth]
         in_phantom.append(float(np.mean([s.dice for s in kept])))
+        # a structure the original itself hardly finds (the organs test expert marks 0-16 voxels
+        # of the phantom's gallbladder) has a Dice of 0 or 1 by whether one voxel survives
+        segmented.append(float(np.mean([s.dice for s in kept if s.volume_a_ml >= SEGMENTED_ML])))
         for s in vs_original.present():
             if s.label in ours:
                 worst.setdefault(s.name, []).append(s.dice)
@@ -142,11 +146,12 @@ def evaluate(
                 s.dice for s in report.structures if s.label in ours and s.volume_a_ml >= LARGE_ML
             ]
             sink.append(float(np.mean(large)))
-    lowest = sorted((float(np.mean(d)), name) for name, d in worst.items())[:8]
-    print("lowest agreement:", ", ".join(f"{name} {d:.2f}" for d, name in lowest), flush=True)
+    lowest = sorted((float(np.mean(d)), name) for name, d in worst.items())
+    print("agreement per structure:", ", ".join(f"{name} {d:.2f}" for d, name in lowest), flush=True)
     return {
         "agreement_with_original": float(np.mean(agreement)),
         "agreement_in_phantom": float(np.mean(in_phantom)),
+        "agreement_segmented": float(np.mean(segmented)),
         "dice_vs_truth_large": float(np.mean(truth_dice)),
         "original_dice_vs_truth_large": float(np.mean(original_truth)),
     }
@@ -176,6 +181,7 @@ def main() -> int:
     parser.add_argument("--augmentation", choices=("nnunet", "none"), default="nnunet")
     parser.add_argument("--foreground-oversampling", type=float)
     parser.add_argument("--checkpoint", choices=("final", "best"), default="final")
+    parser.add_argument("--distill", type=float, default=0.0, help="finetune --distill WEIGHT")
     parser.add_argument("--workers", type=int, default=1, help="augmentation processes")
     parser.add_argument("--device", default="cpu", help="training and evaluation device")
     parser.add_argument("--gpus", type=int, default=1, help="nnU-Net's DDP on N CUDA GPUs")
@@ -222,6 +228,8 @@ def main() -> int:
                 "finetuned_agreement": tuned["agreement_with_original"],
                 "zero_shot_agreement_in_phantom": zero_shot["agreement_in_phantom"],
                 "finetuned_agreement_in_phantom": tuned["agreement_in_phantom"],
+                "zero_shot_agreement_segmented": zero_shot["agreement_segmented"],
+                "finetuned_agreement_segmented": tuned["agreement_segmented"],
                 "zero_shot_dice_vs_truth_large": zero_shot["dice_vs_truth_large"],
                 "finetuned_dice_vs_truth_large": tuned["dice_vs_truth_large"],
                 "original_dice_vs_truth_large": zero_shot["original_dice_vs_truth_large"],
@@ -232,6 +240,7 @@ def main() -> int:
                 "labels": args.labels,
                 "augmentation": args.augmentation,
                 "device": args.device,
+                "distill": args.distill,
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -260,6 +269,7 @@ def recipe(args: argparse.Namespace, dataset: Path, out: Path, **extra):  # noqa
         labels=args.labels,
         augmentation=args.augmentation,
         foreground_oversampling=args.foreground_oversampling,
+        distill=args.distill,
         **({"checkpoint": args.checkpoint} if "stamp_target" not in extra else {}),
         **extra,
     )

@@ -289,6 +289,7 @@ def _flat_image(folder: Path) -> None:
         (["--stamp", "50%", "--stamp-every", "0"], "--stamp-every, --stamp-filters: at least 1"),
         (["--stamp", "50%", "--start-from", "x"], "--stamp prunes the installed original"),
         (["--stamp", "50%", "--checkpoint", "best"], "STAMP writes its final network"),
+        (["--distill", "-1"], "--distill must be 0 (off) or a positive weight"),
     ],
 )
 def test_bad_options_are_refused(args, message, tiny_dataset, tmp_path, cli):
@@ -343,7 +344,7 @@ def test_finetune_on_images_only_learns_from_the_original(
     shutil.copy(tiny_dataset / "dataset.json", images_only / "dataset.json")
     out = tmp_path / "model"
     command = _command(images_only, out) + ["--labels", "original", "--epochs", "1"]
-    command += ["--augmentation", "none", "--foreground-oversampling", "1"]
+    command += ["--augmentation", "none", "--foreground-oversampling", "1", "--distill", "0.5"]
     result = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **isolated_home}, timeout=900
     )
@@ -356,11 +357,46 @@ def test_finetune_on_images_only_learns_from_the_original(
     assert record["augmentation"] == "none"
     assert record["trainer"].startswith("nnUNetTrainerTuckerNoDA ")
     assert record["foreground_oversampling"] == 1.0
+    assert record["distillation"]["weight"] == 0.5
+    (log,) = (out / "training").glob("training_log_*.txt")  # nnU-Net's log of the run
+    assert "knowledge distillation: weight 0.5, teacher the original network" in log.read_text()
     trainer = json.loads((out / "training" / "trainer-settings.json").read_text())  # nnU-Net's
     assert float(trainer["oversample_foreground_percent"]) == 1.0
     assert "hostname" not in trainer
     plain = cli(*_command(images_only, tmp_path / "other")[1:])  # refused before any work
     assert plain.returncode == 1 and "has no labelsTr/ folder" in plain.stderr
+
+
+def test_distillation_adds_the_divergence_from_the_original_to_nnunets_loss():
+    """--distill W: nnU-Net's own loss (deep supervision and all) plus W × KL(original ‖
+    compressed) over the classes at full resolution, averaged over voxels; zero where the two
+    agree, and nnU-Net's loss alone where the trainer gave no teacher logits (validation)."""
+    import torch
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    from TuckerSegmentLib.ts.trainers.nnUNetTrainerTucker import TeacherLoss
+
+    torch.manual_seed(0)
+    dice = {"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}
+    nnunet = DeepSupervisionWrapper(
+        DC_and_CE_loss(dice, {}, 1, 1, None, MemoryEfficientSoftDiceLoss), [0.6, 0.4]
+    )
+    output = [torch.randn(2, 4, 8, 8, 8, requires_grad=True), torch.randn(2, 4, 4, 4, 4)]
+    target = [torch.randint(0, 4, (2, 1, *o.shape[2:])).float() for o in output]
+    plain = nnunet(output, target)
+    loss = TeacherLoss(nnunet, 0.5)
+    assert torch.equal(loss(output, target), plain)  # no teacher: validation
+    loss.teacher_logits = output[0].detach() + 3.0  # the same probabilities
+    assert torch.allclose(loss(output, target), plain, atol=1e-6)
+    teacher = torch.randn(2, 4, 8, 8, 8)
+    loss.teacher_logits = teacher
+    p, log_q = teacher.softmax(1), output[0].log_softmax(1)
+    divergence = (p * (p.log() - log_q)).sum(1).mean()
+    combined = loss(output, target)
+    assert torch.allclose(combined, plain + 0.5 * divergence, atol=1e-6)
+    combined.backward()  # the gradient reaches the compressed network's output
+    assert output[0].grad is not None and output[0].grad.abs().sum() > 0
 
 
 def test_without_augmentation_the_trainer_trains_on_nnunets_validation_transforms():

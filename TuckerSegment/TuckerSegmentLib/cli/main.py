@@ -746,6 +746,16 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         help="stop pruning when validation Dice falls this far below its best",
     )
     p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="knowledge distillation: add WEIGHT × the KL divergence from the original network's "
+        "class probabilities on each training patch to nnU-Net's loss (the original runs beside "
+        "the one trained; 0 = off, the authors' recipe). Keeps small, seldom-sampled structures "
+        "that hard labels let the network forget",
+    )
+    p.add_argument(
         "--checkpoint",
         choices=("final", "best"),
         default="final",
@@ -786,6 +796,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         labels=args.labels,
         augmentation=args.augmentation,
         foreground_oversampling=args.foreground_oversampling,
+        distill=args.distill,
         start_from=Path(args.start_from) if args.start_from else None,
         stamp_target=args.stamp,
         stamp_every=args.stamp_every,

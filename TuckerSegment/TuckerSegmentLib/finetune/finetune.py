@@ -68,6 +68,7 @@ class FinetuneOptions:
     labels: str = "dataset"  # "original": the original network labels the images (distillation)
     augmentation: str = "nnunet"  # nnU-Net's data augmentation, or "none" (nnUNetTrainerNoDA's)
     foreground_oversampling: float | None = None  # nnU-Net's share of foreground patches (0.33)
+    distill: float = 0.0  # weight of the KL divergence to the original's probabilities (0: off)
     start_from: Path | None = None  # a compressed model folder (planned, pruned, fine-tuned)
     stamp_target: float | None = None  # STAMP: prune the original to this share of parameters
     stamp_every: int = 1  # epochs between removals (the reference's pruning frequency)
@@ -209,6 +210,8 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         and not 0 <= options.foreground_oversampling <= 1
     ):
         raise TuckerSegmentError("--foreground-oversampling must be between 0 and 1")
+    if not options.distill >= 0:
+        raise TuckerSegmentError("--distill must be 0 (off) or a positive weight")
     summary = check_dataset(
         Path(options.dataset), model.spec.labels, options.model, options.labels == "dataset"
     )
@@ -231,6 +234,7 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
         "labels": options.labels,
         "augmentation": options.augmentation,
         "foreground_oversampling": options.foreground_oversampling,
+        "distill": options.distill,
         **start,
         **stamp,
     }
@@ -409,6 +413,16 @@ def _write_result(plan: FinetunePlan, fold_folder: Path, fingerprint: dict, seco
                 "trainer": f"{options.trainer} (nnU-Net's nnUNetTrainer)",
                 "augmentation": options.augmentation,
                 "foreground_oversampling": options.foreground_oversampling,
+                "distillation": (
+                    {
+                        "weight": options.distill,
+                        "teacher": "the original TS network (base checkpoint)",
+                        "loss": "nnU-Net's loss + weight × KL(original ‖ compressed), full "
+                        "resolution, temperature 1",
+                    }
+                    if options.distill > 0
+                    else None
+                ),
                 "base_checkpoint_sha256": plan.settings["base_checkpoint_sha256"],
                 **(
                     {

@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
@@ -66,6 +68,34 @@ def checkpoint_network(
     return network
 
 
+class TeacherLoss(torch.nn.Module):
+    """nnU-Net's loss plus ``weight`` times the KL divergence from the original network's class
+    probabilities to the compressed one's on the same patch (knowledge distillation at
+    temperature 1, full resolution). Hard labels — even the original's own — say nothing about a
+    structure outside the patch's few voxels of it; the original's probabilities carry it on every
+    voxel, so a small, seldom-sampled structure is not forgotten. The trainer sets
+    ``teacher_logits`` for each training step; without them (validation) it is nnU-Net's loss."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss = loss
+        self.weight = weight
+        self.teacher_logits: torch.Tensor | None = None
+
+    def forward(self, output, target):  # noqa: ANN001, ANN201 - nnU-Net's loss signature
+        loss = self.loss(output, target)
+        if self.teacher_logits is None:
+            return loss
+        student = output[0] if isinstance(output, (list, tuple)) else output
+        divergence = F.kl_div(
+            F.log_softmax(student.float(), 1),
+            F.log_softmax(self.teacher_logits.float(), 1),
+            reduction="none",
+            log_target=True,
+        )
+        return loss + self.weight * divergence.sum(1).mean()
+
+
 class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's naming
     """TS's networks are trained without mirroring (its trainers are nnUNetTrainerNoMirroring
     and nnUNetTrainer_4000epochs_NoMirroring): left and right structures are different labels,
@@ -90,6 +120,8 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
             self.oversample_foreground_percent = float(settings["foreground_oversampling"])
         self.save_every = 1  # an interrupted run loses at most one epoch
         self._progress = settings.get("progress", "none")
+        self._distill = float(settings.get("distill") or 0.0)
+        self._teacher: torch.nn.Module | None = None
         self._steps_done = 0
         self._started = time.perf_counter()
 
@@ -129,6 +161,27 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
             self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay
         )
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _build_loss(self):  # noqa: ANN202 - nnU-Net's
+        """nnU-Net's loss; with ``distill``, wrapped in `TeacherLoss` beside the original
+        network (the installed checkpoint, never trained, no gradients) as the teacher."""
+        loss = super()._build_loss()
+        if self._distill <= 0:
+            return loss
+        self._teacher = checkpoint_network(
+            self.plans_manager,
+            self.configuration_manager,
+            self.num_input_channels,
+            self.label_manager.num_segmentation_heads,
+            False,
+        ).to(self.device)
+        self._teacher.eval().requires_grad_(False)
+        size = sum(p.numel() for p in self._teacher.parameters())
+        self.print_to_log_file(
+            f"knowledge distillation: weight {self._distill:g}, teacher the original network "
+            f"({size} parameters)"
+        )
+        return TeacherLoss(loss, self._distill)
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written beside and renamed into place: a run killed while
@@ -171,7 +224,16 @@ class nnUNetTrainerTucker(nnUNetTrainerNoMirroring):  # noqa: N801 - nnU-Net's n
         self._steps_done = 0
 
     def train_step(self, batch: dict) -> dict:
-        result = super().train_step(batch)
+        if self._teacher is not None:  # the teacher sees the same patch, as nnU-Net's step will
+            data = batch["data"].to(self.device, non_blocking=True)
+            cuda = self.device.type == "cuda"
+            with torch.no_grad(), torch.autocast("cuda") if cuda else nullcontext():
+                self.loss.teacher_logits = self._teacher(data)
+        try:
+            result = super().train_step(batch)
+        finally:
+            if self._teacher is not None:
+                self.loss.teacher_logits = None
         self._steps_done += 1
         self._report("step", step=self._steps_done, loss=float(result["loss"]))
         return result
