@@ -147,7 +147,9 @@ def evaluate(
             ]
             sink.append(float(np.mean(large)))
     lowest = sorted((float(np.mean(d)), name) for name, d in worst.items())
-    print("agreement per structure:", ", ".join(f"{name} {d:.2f}" for d, name in lowest), flush=True)
+    print(
+        "agreement per structure:", ", ".join(f"{name} {d:.2f}" for d, name in lowest), flush=True
+    )
     return {
         "agreement_with_original": float(np.mean(agreement)),
         "agreement_in_phantom": float(np.mean(in_phantom)),

@@ -23,7 +23,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoDA import (
@@ -32,6 +31,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoD
 from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
     nnUNetTrainerNoMirroring,
 )
+from torch.nn import functional as F
 
 SETTINGS_KEY = "tuckersegment_finetune"
 
