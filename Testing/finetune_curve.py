@@ -1,8 +1,9 @@
 """Fine-tuning against zero-shot compression on the test models: the paper's Figure 2 on the
 project's own phantoms. For each DF: segment held-out phantoms with the zero-shot compressed
 model and with the model `tucker-segment finetune` made (nnU-Net's trainer, trained on other
-phantoms), and report the mean Dice with the original networks (over the structures present)
-and the Dice with the phantoms' truth for the large structures (≥ 100 ml). Writes a CSV and a
+phantoms), and report the mean Dice with the original networks (over the structures present,
+and over those the original segments with at least 1 ml) and the Dice with the phantoms' truth
+for the large structures (≥ 100 ml). Writes a CSV and a
 PNG; prints each fine-tune's wall time (preprocessing included).
 
     .venv/bin/python Testing/finetune_curve.py [--model 3mm] [--df 0.5 0.3 0.1] [--epochs 10]
