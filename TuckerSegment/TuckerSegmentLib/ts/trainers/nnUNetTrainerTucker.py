@@ -7,6 +7,8 @@ network is built by nnU-Net and loaded with the installed TS checkpoint, then ev
 replaced by its Tucker-2 decomposition (the same engine as `compress`), and the optimizer and
 schedule are the authors' (ClinicalDataScience/tucker-cnn, configs/finetune_baseline.yml:
 AdamW, learning rate 1e-5, 50 epochs, nnU-Net's polynomial decay) unless the user overrides them.
+With ``--distill`` (not the authors'), the original network runs beside it as a teacher and its
+class probabilities join nnU-Net's loss (`TeacherLoss`).
 
 The settings travel in the plans (``plans["tuckersegment_finetune"]``), which nnU-Net reads in
 every process it starts, so nnU-Net's own `run_training` (with ``num_gpus``) can build this class
