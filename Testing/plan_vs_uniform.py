@@ -32,7 +32,6 @@ sys.path.insert(0, str(HERE))
 MODELS = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
 EVAL_SEEDS = (801, 802, 803)  # neither the test models' training seeds nor the fine-tuning ones
 CALIBRATION_SEEDS = (901, 902)  # the predicted agreement is calibrated on others than EVAL_SEEDS
-SEGMENTED_ML = 1.0  # "the original segments it": at least this much in the original's output
 
 
 def _model_folder(model: str) -> Path:
@@ -45,7 +44,7 @@ def agreement(model: str, seed: int, tmp: Path, **run) -> tuple[float, float]:
     """Mean Dice with the original over the model's structures present in either network's
     output, and over those the original segments with at least SEGMENTED_ML."""
     import nibabel as nib
-    from finetune_curve import model_experts
+    from finetune_curve import SEGMENTED_ML, model_experts
     from TuckerSegmentLib.demo.phantom import make_phantom
     from TuckerSegmentLib.pipeline.agreement import compare_labels
     from TuckerSegmentLib.pipeline.segment import SegmentOptions, segment

@@ -73,9 +73,9 @@ def checkpoint_network(
 class TeacherLoss(torch.nn.Module):
     """nnU-Net's loss plus ``weight`` times the KL divergence from the original network's class
     probabilities to the compressed one's on the same patch (knowledge distillation at
-    temperature 1, full resolution). Hard labels — even the original's own — say nothing about a
-    structure outside the patch's few voxels of it; the original's probabilities carry it on every
-    voxel, so a small, seldom-sampled structure is not forgotten. The trainer sets
+    temperature 1, full resolution): hard labels, even the original's own, give one class per
+    voxel; the probabilities also say how close the original came to the others (on the organs
+    test expert it kept the agreement the same recipe without it lost). The trainer sets
     ``teacher_logits`` for each training step; without them (validation) it is nnU-Net's loss."""
 
     def __init__(self, loss: torch.nn.Module, weight: float) -> None:
