@@ -14,7 +14,14 @@ import pytest
 import torch
 from conftest import GUARD_DIR, load_labels, run_segment
 from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
-from TuckerSegmentLib.runtime.openvino_runtime import FOLDER, openvino_network
+from TuckerSegmentLib.engine.tucker_block import TuckerConv3d
+from TuckerSegmentLib.runtime.openvino_runtime import (
+    DENSE_SHARE,
+    FOLDER,
+    example_size,
+    openvino_network,
+    with_dense_blocks,
+)
 from TuckerSegmentLib.runtime.runtime_choice import MeasuredChoice, Records, best_for
 from TuckerSegmentLib.ts.architectures import builtin_spec
 
@@ -92,6 +99,28 @@ def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_pat
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
     _, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
     assert hit
+
+
+def test_blocks_that_would_not_pay_are_converted_as_one_conv(tmp_path):
+    spec = builtin_spec("3mm")
+    network = spec.build("cpu", seed=0).eval()
+    compress_network(network, CompressionSettings(df=0.5))
+    blocks = [m for m in network.modules() if isinstance(m, TuckerConv3d)]
+    dear = [b for b in blocks if b.work_share() > DENSE_SHARE]
+    assert dear and len(dear) < len(blocks), "DF 0.5 has blocks on both sides of the rule"
+    converted_from = with_dense_blocks(network)
+    left = [m for m in converted_from.modules() if isinstance(m, TuckerConv3d)]
+    assert len(left) == len(blocks) - len(dear)
+    assert all(b.work_share() <= DENSE_SHARE for b in left)
+    assert sum(isinstance(m, TuckerConv3d) for m in network.modules()) == len(blocks), "untouched"
+    depth, height, width = example_size(network)
+    x = torch.randn(1, 1, depth, 2 * height, width)
+    with torch.no_grad():
+        expected = network(x)
+        assert torch.allclose(converted_from(x), expected, rtol=1e-4, atol=1e-4)
+    converted, _ = openvino_network(network, 1, spec.num_classes, tmp_path)
+    scale = float(expected.abs().max())
+    assert torch.allclose(converted(x), expected, rtol=1e-3, atol=1e-3 * scale)
 
 
 def test_damaged_or_stale_conversions_are_rebuilt(compressed_3mm, tmp_path):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from TuckerSegmentLib.engine.compress import CompressionSettings, compress_network
 from TuckerSegmentLib.engine.factorize import explained_variance, factorize
-from TuckerSegmentLib.engine.tucker_block import TuckerConv3d, mode_ranks
+from TuckerSegmentLib.engine.tucker_block import CONV_TYPES, TuckerConv3d, mode_ranks
 
 METHODS = ["hosvd", "hooi"]
 
@@ -42,6 +42,46 @@ def test_df_one_reproduces_the_layer(kind, method):
         got = block(x)
     assert got.shape == expected.shape
     assert _relative_error(got, expected) < 1e-4
+
+
+def _multiply_adds(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of every (transposed) conv inside ``module`` on ``x``, counted from the
+    shapes each one sees: a conv does C_in·k per output value, a transposed conv C_out·k per
+    input value."""
+    total = 0
+
+    def count(layer, inputs, output):  # noqa: ANN001
+        nonlocal total
+        kernel = layer.weight[0, 0].numel()
+        if isinstance(layer, nn.ConvTranspose3d):
+            total += inputs[0].numel() * layer.out_channels * kernel
+        else:
+            total += output.numel() * layer.in_channels * kernel
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, CONV_TYPES)]
+    with torch.no_grad():
+        module(x)
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("ranks", [(2, 3), (7, 9), (12, 16)])
+@pytest.mark.parametrize("kind", list(_layers()))
+def test_a_composed_block_is_the_same_function_with_the_share_of_work_it_saves(kind, ranks):
+    conv, shape = _layers()[kind]
+    rank_in, rank_out = min(ranks[0], conv.in_channels), min(ranks[1], conv.out_channels)
+    block = TuckerConv3d(conv, rank_in, rank_out)
+    torch.manual_seed(2)
+    for weight in (block.first.weight, block.core.weight, block.last.weight):
+        nn.init.normal_(weight)
+    x = torch.randn(shape)
+    dense = block.composed()
+    assert type(dense) is type(conv)
+    assert dense.weight.shape == conv.weight.shape
+    with torch.no_grad():
+        assert _relative_error(dense(x), block(x)) < 1e-5
+    assert block.work_share() == pytest.approx(_multiply_adds(block, x) / _multiply_adds(dense, x))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -178,18 +178,8 @@ DENSE_SHARE = 0.5  # a Tucker block doing more than this share of its conv's wor
 
 
 def runs_dense(conv: TuckerConv3d) -> bool:
-    """True when the block's three convs cost more than DENSE_SHARE of the composed conv
-    (multiply-adds per output voxel; the first conv runs before the stride)."""
-    kernel = conv.core.weight[0, 0].numel()
-    stride = 1
-    for step in conv.core.stride:
-        stride *= step
-    tucker = (
-        conv.in_channels * conv.rank_in * stride
-        + conv.rank_in * conv.rank_out * kernel
-        + conv.rank_out * conv.out_channels
-    )
-    return tucker > DENSE_SHARE * conv.in_channels * conv.out_channels * kernel
+    """True when the block's three convs cost more than DENSE_SHARE of the composed conv."""
+    return conv.work_share() > DENSE_SHARE
 
 
 def _dense_weight(conv: TuckerConv3d) -> torch.Tensor:
