@@ -5,7 +5,8 @@ merge, nnU-Net's preprocessing, sliding window and export — runs unchanged.
 
 The subclass extends nnU-Net's public ``initialize_from_trained_model_folder``: after nnU-Net
 has built the network and read every fold's parameters, ``choose`` may replace them with one
-network per fold (compressed), and the network is wrapped for the chosen precision. All folds
+network per fold (compressed), and the network is wrapped for the chosen precision. nnU-Net
+finds the trainer class by importing only its module (trainer_lookup.py). All folds
 are kept: nnU-Net loads each fold's parameters into the network and averages the predictions.
 """
 
@@ -50,9 +51,12 @@ def predictor_class(
             use_folds: Any,
             checkpoint_name: str = "checkpoint_final.pth",
         ) -> None:
-            super().initialize_from_trained_model_folder(
-                model_training_output_dir, use_folds, checkpoint_name
-            )
+            from .trainer_lookup import direct_trainer_lookup
+
+            with direct_trainer_lookup():
+                super().initialize_from_trained_model_folder(
+                    model_training_output_dir, use_folds, checkpoint_name
+                )
             if threads:
                 import torch
 

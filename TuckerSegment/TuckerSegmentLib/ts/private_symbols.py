@@ -144,6 +144,13 @@ SYMBOLS = (
         "TS's command line (parser and main), run in process by tucker-totalsegmentator",
     ),
     PrivateSymbol(
+        "nnunetv2.inference.predict_from_raw_data",
+        "recursive_find_trainer_class_by_name",
+        "ts/trainer_lookup.py",
+        "module global the predictor finds its trainer class with; wrapped during a run so "
+        "only the defining module is imported",
+    ),
+    PrivateSymbol(
         "torch.nn", "Module._modules", "engine/compress.py", "re-point every reference to a conv"
     ),
     PrivateSymbol(
