@@ -99,6 +99,15 @@ def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_pat
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
     _, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
     assert hit
+    # compiled for nnU-Net's patch as well: that request writes into a new tensor each pass, so a
+    # result held while the next patch runs (nnU-Net's mirroring sums several) stays valid
+    static, _ = openvino_network(network, 1, spec.num_classes, tmp_path, patch_size=(48, 64, 80))
+    y = torch.randn(1, 1, 48, 64, 80)
+    got, again = static(x), static(y)
+    with torch.no_grad():
+        expected_y = network(y)
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    assert torch.allclose(again, expected_y, rtol=1e-3, atol=1e-3 * float(expected_y.abs().max()))
 
 
 def test_blocks_that_would_not_pay_are_converted_as_one_conv(tmp_path):
