@@ -19,6 +19,26 @@ def _pointwise(in_ch: int, out_ch: int, bias: bool, like: nn.Module) -> nn.Conv3
     return nn.Conv3d(in_ch, out_ch, kernel_size=1, bias=bias, device=w.device, dtype=w.dtype)
 
 
+def _shaped_like(conv: nn.Module, bias: bool) -> dict:
+    """The keyword arguments that build a (transposed) conv with ``conv``'s kernel, stride,
+    padding, dilation, device and dtype (channels given apart)."""
+    w = conv.weight
+    kwargs = dict(
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        bias=bias,
+        device=w.device,
+        dtype=w.dtype,
+    )
+    if isinstance(conv, nn.ConvTranspose3d):
+        kwargs["output_padding"] = conv.output_padding
+    else:
+        kwargs["padding_mode"] = conv.padding_mode
+    return kwargs
+
+
 class TuckerConv3d(nn.Module):
     """Three convolutions equivalent (at full rank) to one 3D (transposed) convolution."""
 
@@ -31,22 +51,8 @@ class TuckerConv3d(nn.Module):
             raise ValueError("grouped convolutions are not supported")
         self.transposed = isinstance(conv, nn.ConvTranspose3d)
         self.rank_in, self.rank_out = int(rank_in), int(rank_out)
-        w = conv.weight
-        core_kwargs = dict(
-            kernel_size=conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            bias=False,
-            device=w.device,
-            dtype=w.dtype,
-        )
-        if self.transposed:
-            core_kwargs["output_padding"] = conv.output_padding
-        else:
-            core_kwargs["padding_mode"] = conv.padding_mode
         self.first = _pointwise(conv.in_channels, self.rank_in, False, conv)
-        self.core = type(conv)(self.rank_in, self.rank_out, **core_kwargs)
+        self.core = type(conv)(self.rank_in, self.rank_out, **_shaped_like(conv, bias=False))
         self.last = _pointwise(self.rank_out, conv.out_channels, conv.bias is not None, conv)
 
     @property
@@ -96,24 +102,11 @@ class TuckerConv3d(nn.Module):
         first = self.first.weight.reshape(self.rank_in, self.in_channels)
         last = self.last.weight.reshape(self.out_channels, self.rank_out)
         core = self.core
-        kwargs = dict(
-            kernel_size=core.kernel_size,
-            stride=core.stride,
-            padding=core.padding,
-            dilation=core.dilation,
-            bias=self.last.bias is not None,
-            device=core.weight.device,
-            dtype=core.weight.dtype,
-        )
+        shape = _shaped_like(core, bias=self.last.bias is not None)
+        conv = type(core)(self.in_channels, self.out_channels, **shape)
         if self.transposed:  # weight (C_in, C_out, k…)
-            conv = nn.ConvTranspose3d(
-                self.in_channels, self.out_channels, output_padding=core.output_padding, **kwargs
-            )
             conv.weight.copy_(torch.einsum("rc,rsxyz,os->coxyz", first, core.weight, last))
         else:  # weight (C_out, C_in, k…)
-            conv = nn.Conv3d(
-                self.in_channels, self.out_channels, padding_mode=core.padding_mode, **kwargs
-            )
             conv.weight.copy_(torch.einsum("os,srxyz,rc->ocxyz", last, core.weight, first))
         if conv.bias is not None:
             conv.bias.copy_(self.last.bias)
