@@ -43,7 +43,7 @@ def test_the_same_class_as_nnunets_search(name):
     assert direct_lookup(lambda _: None)(name) is expected
 
 
-def test_only_the_defining_module_is_imported(tmp_path):
+def test_only_the_defining_module_is_imported():
     import TuckerSegmentLib
 
     lib = str(next(iter(TuckerSegmentLib.__path__)) + "/..")

@@ -82,8 +82,9 @@ class TuckerConv3d(nn.Module):
 
     def work_share(self) -> float:
         """Multiply-adds of the three convs over those of the one composed conv, per output
-        voxel: above about one half a runtime does better running :meth:`composed` (at DF ≳ 0.7
-        the 1×1×1 convs' passes over memory cost more than the ranks save)."""
+        voxel. Above a runtime's measured break-even (0.5 for the fused runtime, 0.8 for
+        OpenVINO) it runs :meth:`composed` instead: the 1×1×1 convs' passes over memory cost
+        more than the ranks save."""
         kernel = self.core.weight[0, 0].numel()
         stride = 1
         for step in self.core.stride:

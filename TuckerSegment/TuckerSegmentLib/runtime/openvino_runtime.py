@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing, at least
 # A Tucker block doing more than this share of its conv's work is converted as one composed conv.
-# OpenVINO runs 1×1×1 convs better than the fused runtime's break-even of 0.5 assumes: at DF 0.7
-# (shares 0.54–0.69) the plain blocks ran 1.37× the original where OpenVINO ran the original 1.13×.
+# Measured on one 3 mm patch against the original as TS runs it: DF 0.7 (shares 0.54–1.57) ran
+# 1.54× at 0.8, 1.44× with plain blocks, 1.19× at the fused runtime's break-even of 0.5; DF 0.9
+# (0.88–1.98) 1.07× composed, 0.87× plain; DF 0.5 alike at any of them (README, Performance).
 DENSE_SHARE = 0.8
 CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-v2"  # changed: reconvert
 FOLDER = "openvino"
@@ -201,10 +202,10 @@ def with_dense_blocks(network: nn.Module) -> nn.Module:
     """``network``, or a copy of it in which each Tucker block that would do more than
     DENSE_SHARE of its conv's work is one composed conv (the same function up to rounding).
 
-    OpenVINO runs each of a block's three convs as its own pass over memory, so at DF 0.9
-    (shares 0.88–1.07) the plain blocks ran slower than the original under OpenVINO (0.94×
-    against 1.13×, README), as did the first conv (one input channel) and the transposed convs
-    at any DF ≥ 0.7. The fused runtime applies the same rule at its own break-even."""
+    OpenVINO runs each of a block's three convs as its own pass over memory, so at DF 0.9 the
+    plain blocks ran slower than the original under OpenVINO (0.94× against 1.13×, README); the
+    first conv (one input channel) and the transposed convs count more work as blocks than
+    composed at any DF ≥ 0.7. The fused runtime applies the same count at its own break-even."""
     from ..engine.tucker_block import TuckerConv3d
 
     def dear(module: nn.Module) -> bool:
