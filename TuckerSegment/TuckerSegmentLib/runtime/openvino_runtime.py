@@ -109,6 +109,7 @@ class OpenVINONetwork(nn.Module):
         self._model = model
         self._requests: dict[tuple[int, ...] | None, Any] = {}
         self._static_shape = tuple(static_shape) if static_shape else None
+        self._tensor = import_openvino().Tensor  # looked up once, not per patch
         if self._static_shape:
             self._request_for(self._static_shape)
 
@@ -139,7 +140,7 @@ class OpenVINONetwork(nn.Module):
         # overwritten by the next pass (nnU-Net's mirroring sums several), and copying it out
         # cost a pass over the logits (760 MB for the 3 mm patch) per patch.
         out = torch.empty(tuple(request.get_output_tensor(0).shape))
-        request.set_output_tensor(0, import_openvino().Tensor(out.numpy(), shared_memory=True))
+        request.set_output_tensor(0, self._tensor(out.numpy(), shared_memory=True))
         request.infer(inputs, share_inputs=True)
         return out
 
