@@ -753,7 +753,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         help="knowledge distillation: add WEIGHT × the KL divergence from the original network's "
         "class probabilities on each training patch to nnU-Net's loss (the original runs beside "
         "the one trained; 0 = off, the authors' recipe). On the organs test expert it kept the "
-        "agreement that the same recipe without it lost",
+        "agreement over the structures the original segments (0.948 → 0.947; 0.935 without it)",
     )
     p.add_argument(
         "--checkpoint",

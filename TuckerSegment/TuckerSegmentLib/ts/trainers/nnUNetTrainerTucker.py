@@ -75,7 +75,8 @@ class TeacherLoss(torch.nn.Module):
     probabilities to the compressed one's on the same patch (knowledge distillation at
     temperature 1, full resolution): hard labels, even the original's own, give one class per
     voxel; the probabilities also say how close the original came to the others (on the organs
-    test expert it kept the agreement the same recipe without it lost). The trainer sets
+    test expert, agreement over the structures the original segments 0.948 → 0.947 with it,
+    0.935 without). The trainer sets
     ``teacher_logits`` for each training step; without them (validation) it is nnU-Net's loss."""
 
     def __init__(self, loss: torch.nn.Module, weight: float) -> None:
