@@ -356,6 +356,36 @@ def test_int8_segments_like_fp32_and_is_cached(phantom_files, isolated_home, tmp
 INT8_VOXEL_AGREEMENT = 0.9  # README, Performance: measured 0.96 of the voxels (mean Dice 0.81)
 
 
+def test_int8_keeps_instance_norm_inputs_in_fp32_and_requantizes_for_another_recipe(tmp_path):
+    """NNCF quantizes every conv's input but not an instance norm's (INT8_RECIPE: quantizing
+    those alone flipped labels); a model quantized with other settings is not reused."""
+    from TuckerSegmentLib.runtime.calibration import CalibrationRecipe
+    from TuckerSegmentLib.runtime.openvino_runtime import import_openvino
+
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1),
+        torch.nn.InstanceNorm3d(4, affine=True),
+        torch.nn.LeakyReLU(0.01),
+        torch.nn.Conv3d(4, 4, 3, padding=1),
+    ).eval()
+    recipe = CalibrationRecipe("random", (16, 16, 16), count=2, seed=1)
+    _, hit = openvino_network(network, 1, 4, tmp_path, calibration=recipe)
+    folder = tmp_path / f"{FOLDER}-int8"
+    model = import_openvino().Core().read_model(str(folder / "model.xml"))
+    kinds = {op.get_type_name() for op in model.get_ordered_ops()}
+    fed = {
+        target.get_node().get_type_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "FakeQuantize"
+        for target in op.output(0).get_target_inputs()
+    }
+    assert not hit and "MVN" in kinds and "Convolution" in fed and "MVN" not in fed
+    source = json.loads((folder / "source.json").read_text())
+    (folder / "source.json").write_text(json.dumps({**source, "int8_recipe": "NNCF's defaults"}))
+    _, hit = openvino_network(network, 1, 4, tmp_path, calibration=recipe)
+    assert not hit and json.loads((folder / "source.json").read_text()) == source
+
+
 def test_a_cached_int8_model_is_reused_without_making_calibration_patches(tmp_path, monkeypatch):
     """The int8 conversion is keyed by its calibration recipe: the second run loads it without
     generating a single calibration patch (phantoms are slow); another recipe quantizes anew."""
