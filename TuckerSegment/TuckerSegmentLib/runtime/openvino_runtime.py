@@ -43,8 +43,9 @@ CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-v2"  #
 # OpenVINO fp32 on six held-out phantom patches (mean Dice over the structures present; NNCF's
 # defaults → these): 3 mm test model at DF 0.3 0.52 → 0.53, organs expert at DF 0.3 0.50 → 0.65,
 # 3 mm original 0.75 → 0.91, most of it from MIXED (asymmetric activation ranges). Instance
-# norms (MVN) keep fp32 inputs: quantizing only those flipped 2.5 % of the 3 mm model's labels. NNCF's SmoothQuant for convs lifted the 3 mm
-# model (0.68 at alpha 0.8) but lowered the organs expert (0.59): not used.
+# norms (MVN) keep fp32 inputs: quantizing only those flipped 2.5 % of the 3 mm model's labels.
+# NNCF's SmoothQuant for convs lifted the 3 mm model (0.68 at alpha 0.8) but lowered the organs
+# expert (0.59): not used.
 INT8_RECIPE = "mixed-preset-fp32-instance-norm-inputs"
 FOLDER = "openvino"
 
