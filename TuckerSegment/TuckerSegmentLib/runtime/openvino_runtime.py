@@ -39,8 +39,8 @@ CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing, at 
 # (0.88–1.98) 1.07× composed, 0.87× plain; DF 0.5 alike at any of them (README, Performance).
 DENSE_SHARE = 0.8
 CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-v2"  # changed: reconvert
-# NNCF's int8 settings, recorded with a quantized model (changed: requantize). NNCF's defaults:
-# tried on 2026-12-01 against them (labels vs OpenVINO fp32 on six held-out phantom patches, mean
+# NNCF's int8 settings (its defaults), recorded with each quantized model: a change requantizes.
+# Tried against them on 2026-12-01 (labels vs OpenVINO fp32 on six held-out phantom patches, mean
 # Dice over the structures present; DF 0.3 timed in one process on the full-size 3 mm network):
 # the MIXED preset with the instance norms' inputs left in fp32 agreed better (3 mm test model
 # 0.52 → 0.53, organs expert 0.50 → 0.65, 3 mm original 0.75 → 0.91) but took 1865 ms instead
