@@ -53,12 +53,15 @@ def test_manifest_records_what_the_issue_asks_for(compressed, random_3mm_folder)
 
 def test_loading_does_not_decompose(compressed, monkeypatch):
     _, out = compressed
+    import TuckerSegmentLib.engine.compress as compress_module
     import TuckerSegmentLib.engine.factorize as factorize_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("load must not decompose")
 
+    # compress.py binds factorize by name: replace it there too, where a decomposition calls it
     monkeypatch.setattr(factorize_module, "factorize", refuse)
+    monkeypatch.setattr(compress_module, "factorize", refuse)
     load_compressed(out)
 
 

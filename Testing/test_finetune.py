@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -255,12 +254,10 @@ def test_bad_datasets_are_refused_before_any_work(damage, message, tiny_dataset,
     broken = _broken_copy(tiny_dataset, tmp_path)
     damage(broken)
     before = sorted(p.name for p in tmp_path.iterdir())
-    start = time.perf_counter()
     result = cli(*FINETUNE, "--dataset", broken, "-o", tmp_path / "out")
     assert result.returncode == 1
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no work folder
-    assert time.perf_counter() - start < 60
 
 
 def _label_value(folder: Path, value: int) -> None:

@@ -1,6 +1,7 @@
 """R = min(C, max(rank_floor, ceil(DF·C))) and its edge cases."""
 
 import math
+from fractions import Fraction
 
 import pytest
 from TuckerSegmentLib.engine.ranks import rank_for, tucker_ranks
@@ -27,11 +28,12 @@ def test_rank_formula(channels, df, floor, expected):
 
 
 def test_rank_formula_matches_definition_over_a_grid():
+    """Against exact rational arithmetic: the DF as the decimal the user typed."""
     for channels in (1, 3, 8, 25, 32, 64, 118, 128, 256, 320, 512):
-        for df in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.0):
+        for df in ("0.05", "0.1", "0.2", "0.3", "0.4", "0.5", "0.7", "0.9", "1.0"):
             for floor in (1, 8, 16):
-                want = min(channels, max(floor, math.ceil(round(df * channels, 9))))
-                assert rank_for(channels, df, floor) == want
+                want = min(channels, max(floor, math.ceil(Fraction(df) * channels)))
+                assert rank_for(channels, float(df), floor) == want
 
 
 def test_tucker_ranks_are_in_out_order():
