@@ -102,3 +102,82 @@ def test_bad_input(case, tmp_path, cli):
         p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
     }
     assert after == before, "no output written and no input modified"
+
+
+def _other_commands(tmp):
+    """Commands besides `segment` whose -o could overwrite an input or land nowhere."""
+    ct = _nifti(tmp / "ct.nii.gz", _ct())
+    labels = _nifti(tmp / "labels.nii.gz", np.zeros((40, 40, 40), np.uint8))
+    (tmp / "a-folder").mkdir()
+    plans = tmp / "plans.json"
+    plans.write_text("{}")
+    return {
+        "plan onto its CT": (
+            ["plan", "--model", "3mm", "--max-params", "15%", "--image", str(ct), "-o", str(ct)],
+            "give a file name ending in .json",
+        ),
+        "plan into a folder": (
+            ["plan", "--model", "3mm", "--max-params", "15%", "-o", str(tmp / "a-folder")],
+            "give a file name ending in .json",
+        ),
+        "plan nowhere": (
+            ["plan", "--model", "3mm", "--max-params", "15%", "-o", str(tmp / "no" / "p.json")],
+            "output folder does not exist",
+        ),
+        "compare onto an input": (
+            ["compare", str(labels), str(labels), "-o", str(labels)],
+            "give a file name ending in .csv",
+        ),
+        "compare tolerance NaN": (
+            ["compare", str(labels), str(labels), "--tolerance", "nan"],
+            "tolerance must be a positive number of mm",
+        ),
+        "benchmark csv nowhere": (
+            ["benchmark", "--df", "0.5", "-o", str(tmp / "no" / "b.csv")],
+            "output folder does not exist",
+        ),
+        "benchmark plot type": (
+            ["benchmark", "--df", "0.5", "--plot", str(tmp / "a-folder")],
+            "--plot",
+        ),
+        "benchmark patch": (["benchmark", "--patch", "0", "0", "0"], "--patch"),
+        "report type": (["report", "--model", "3mm", "-o", str(ct)], "ending in .png"),
+        "flat-plans onto its plans": (
+            ["flat-plans", "--plans", str(plans), "-o", str(plans)],
+            "-o must be a new file",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "plan onto its CT",
+        "plan into a folder",
+        "plan nowhere",
+        "compare onto an input",
+        "compare tolerance NaN",
+        "benchmark csv nowhere",
+        "benchmark plot type",
+        "benchmark patch",
+        "report type",
+        "flat-plans onto its plans",
+    ],
+)
+def test_other_commands_refuse_outputs_before_any_work(case, tmp_path, cli):
+    args, message = _other_commands(tmp_path)[case]
+    before = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    result = cli(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tucker-segment: error:"), result.stderr
+    assert message in lines[0]
+    after = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    assert after == before, "no output written and no input modified"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ct.nii.gz", "labels.nii.gz", "a-folder", "plans.json"]
+    )

@@ -62,6 +62,20 @@ def test_compress_writes_model_and_report(random_3mm_folder, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_compress_never_replaces_an_existing_folder(random_3mm_folder, tmp_path):
+    """Not the model folder itself, nor a folder of the user's."""
+    before = {p: p.read_bytes() for p in random_3mm_folder.rglob("*") if p.is_file()}
+    for out in (random_3mm_folder, tmp_path):
+        (tmp_path / "notes.txt").write_text("mine")
+        result = run_cli("compress", "--model-dir", str(random_3mm_folder), "-o", str(out))
+        assert result.returncode == 1
+        assert result.stderr.strip().endswith(
+            "exists; choose another output (it is never replaced)"
+        )
+        assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert {p: p.read_bytes() for p in random_3mm_folder.rglob("*") if p.is_file()} == before
+
+
 def test_compress_with_bad_df_leaves_nothing(random_3mm_folder, tmp_path):
     out = tmp_path / "compressed"
     result = run_cli("compress", "--model-dir", str(random_3mm_folder), "--df", "0", "-o", str(out))

@@ -198,7 +198,7 @@ def test_report_draws_the_explained_variance_heatmap(isolated_home, tmp_path):
     kept = [float(line.split()[3]) for line in lines]
     assert all(0.0 < k <= 1.0 for k in kept)
     bad = run_cli(*args, "-o", str(tmp_path / "ev.jpg"), env=isolated_home)
-    assert bad.returncode == 1 and "a .png in an existing folder" in bad.stderr
+    assert bad.returncode == 1 and "give a file name ending in .png" in bad.stderr
 
 
 def test_a_layer_s_time_is_read_off_its_two_measured_points():

@@ -29,9 +29,10 @@ def add_flat_plans(sub: argparse._SubParsersAction) -> None:
 
 
 def run_flat_plans(args: argparse.Namespace) -> int:
+    from ..pipeline.output_files import check_output_file
     from ..ts.flat_unet import write_flat_plans
 
-    output = Path(args.output)
+    output = check_output_file(Path(args.output), (".json",))
     name, features = write_flat_plans(Path(args.plans), output, args.configuration, args.width)
     print(f"wrote {output}: configuration {name}, filters per stage {features}")
     print(f"train it with nnU-Net: nnUNetv2_train DATASET {name} FOLD -p {output.stem}")

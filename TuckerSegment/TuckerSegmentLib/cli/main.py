@@ -123,8 +123,6 @@ def _compress_with_plan(args: argparse.Namespace) -> int:
     from ..storage.plan_file import planned_model
 
     output = Path(args.output)
-    if output.exists():
-        raise TuckerSegmentError(f"{output} exists; choose another output (it is never replaced)")
     made = planned_model(Path(args.plan), Path(args.model_dir), args.method)
     with atomic_directory(output) as staging:
         for name in ("manifest.json", "weights.pt"):
@@ -176,6 +174,10 @@ def _run_compress(args: argparse.Namespace) -> int:
     from ..engine.report import format_compression_report
     from ..storage.decompose import compress_model_folder, write_compressed_model
 
+    if Path(args.output).exists():  # a folder may be the user's (or the model itself): kept
+        raise TuckerSegmentError(
+            f"{args.output} exists; choose another output (it is never replaced)"
+        )
     if args.plan:
         return _compress_with_plan(args)
     settings = CompressionSettings(
@@ -623,8 +625,10 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from ..pipeline.agreement import format_agreement
     from ..pipeline.compare_files import compare_files
-    from ..pipeline.output_files import staged_outputs
+    from ..pipeline.output_files import check_output_file, staged_outputs
 
+    if args.output:
+        check_output_file(Path(args.output), (".csv",), (args.a, args.b))
     report = compare_files(Path(args.a), Path(args.b), args.tolerance)
     if args.output:
         target = Path(args.output)
@@ -1001,6 +1005,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..engine.layer_policy import resolve_policy
+    from ..pipeline.output_files import check_output_file
     from ..pipeline.progress import Progress
     from ..runtime.benchmark import format_rows, plot_rows, run_benchmark, save_results
     from ..runtime.devices import device_kind, resolve_device
@@ -1011,6 +1016,12 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise TuckerSegmentError("--repeats must be at least 1")
+    if args.patch is not None and any(size < 8 for size in args.patch):
+        raise TuckerSegmentError(f"--patch: three sizes of at least 8 voxels, got {args.patch}")
+    if args.output:
+        check_output_file(Path(args.output), (".csv",))
+    if args.plot:
+        check_output_file(Path(args.plot), (".png",), what="--plot")
     given = _given_models(args) if args.compressed_model else None
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)

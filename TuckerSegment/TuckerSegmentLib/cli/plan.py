@@ -229,21 +229,23 @@ def run_plan(args: argparse.Namespace) -> int:
     from ..engine.counting import count_network
     from ..engine.planner import layer_spectra, plan_network
     from ..engine.ranks import check_rank_floor
+    from ..pipeline.output_files import check_output_file, check_writable
     from ..storage.plan_file import plan_json
     from ..ts.model_folder import open_model_folder
 
     rank_floor = check_rank_floor(args.rank_floor)
     output = Path(args.output) if args.output else None
-    if output is not None and not output.parent.is_dir():
-        raise TuckerSegmentError(f"folder for {output} does not exist")
     weights = Path(args.weights_dir) if args.weights_dir else None
-    for image in [
-        *(args.calibrate or []),
-        *(args.image or []),
-        *([args.verify] if args.verify else []),
-    ]:
+    images = [*(args.calibrate or []), *(args.image or []), *([args.verify] if args.verify else [])]
+    for image in images:
         if not Path(image).exists():
             raise TuckerSegmentError(f"input not found: {image}")
+    if output is not None and args.model == JOINT:  # a folder of plans, one per expert
+        if any(output.exists() and Path(i).exists() and output.samefile(i) for i in images):
+            raise TuckerSegmentError(f"-o {output} is an input of this command; choose another")
+        check_writable(output / "plan.json" if output.is_dir() else output)
+    elif output is not None:  # before any segmenting: a CT is never overwritten with JSON
+        check_output_file(output, (".json",), tuple(images))
     if args.max_latency_ms is not None and args.max_latency_ms <= 0:
         raise TuckerSegmentError("--max-latency-ms: milliseconds per patch, above 0")
     if args.min_agreement is not None and not 0 < args.min_agreement < 1:

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from ..engine.ranks import DEFAULT_RANK_FLOOR
-from ..errors import TuckerSegmentError
 
 DF_GRID = [round(0.05 * k, 2) for k in range(1, 21)]
 
@@ -39,9 +38,9 @@ def run_report(args: argparse.Namespace) -> int:
     from .plan import model_folder
 
     df, floor = check_df(args.df), check_rank_floor(args.rank_floor)
-    output = Path(args.output)
-    if output.suffix.lower() != ".png" or not output.parent.is_dir():
-        raise TuckerSegmentError(f"{output}: a .png in an existing folder")
+    from ..pipeline.output_files import check_output_file
+
+    output = check_output_file(Path(args.output), (".png",))
     folder = open_model_folder(
         model_folder(args.model, Path(args.weights_dir) if args.weights_dir else None)
     )

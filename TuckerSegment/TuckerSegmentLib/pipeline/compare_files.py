@@ -53,6 +53,8 @@ def compare_files(a: Path, b: Path, tolerance_mm: float = 3.0) -> AgreementRepor
     """Agreement of two label files that share a grid; a clear error when they don't."""
     from ..ts.structures import structure_names
 
+    if not (np.isfinite(tolerance_mm) and tolerance_mm > 0):  # before reading anything
+        raise TuckerSegmentError(f"tolerance must be a positive number of mm, got {tolerance_mm}")
     labels_a, affine_a = read_labels(a)
     labels_b, affine_b = read_labels(b)
     if labels_a.shape != labels_b.shape:
@@ -63,7 +65,5 @@ def compare_files(a: Path, b: Path, tolerance_mm: float = 3.0) -> AgreementRepor
         raise TuckerSegmentError(
             f"{a.name} and {b.name} are on different grids (their voxel-to-world matrices differ)"
         )
-    if tolerance_mm <= 0:
-        raise TuckerSegmentError("tolerance must be positive")
     spacing = tuple(float(np.linalg.norm(affine_a[:3, i])) for i in range(3))
     return compare_labels(labels_a, labels_b, spacing, structure_names(), tolerance_mm)
