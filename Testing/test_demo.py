@@ -73,3 +73,41 @@ def test_demo_fast_runs_the_3mm_model_and_opens_the_review(isolated_home, tmp_pa
     report = json.loads((out / "demo_report.json").read_text())
     assert list(report["models"]) == ["3mm"] and report["models"]["3mm"]["df"] == 0.3
     assert report["truth_dice_original"]["liver"] >= 0.9, report["truth_dice_original"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (None, ["--df", "0"], "DF must be in (0, 1]"),
+        (None, ["--precision", "fp16"], "fp16"),
+        ("notes.txt", [], "holds files the demo did not make"),
+        ("ct.nii.gz", [], "holds files the demo did not make"),  # a CT of the user's: kept
+    ],
+)
+def test_demo_refuses_before_writing_anything(setup, args, message, cli, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    if setup:
+        (out / setup).write_text("the user's")
+    result = cli("demo", "-o", out, "--device", "cpu", "--progress", "none", *args)
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ([setup] if setup else [])
+    if setup:
+        assert (out / setup).read_text() == "the user's"
+
+
+def test_demo_output_that_is_a_file_is_refused(cli, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    result = cli("demo", "-o", target, "--device", "cpu", "--progress", "none")
+    assert result.returncode == 1 and "is a file" in result.stderr
+    assert target.read_text() == "x"
+
+
+def test_a_demo_folder_can_take_the_next_demo(demo_run):
+    from TuckerSegmentLib.demo.demo import MARKER, _prepare_output
+
+    out, _ = demo_run
+    assert (out / MARKER).exists()
+    _prepare_output(out)  # a second `demo -o` of the same folder replaces its own files

@@ -594,3 +594,12 @@ def test_a_given_3mm_model_is_placed_on_the_3mm_model_not_the_6mm_one(ct, isolat
     assert run.returncode == 0, run.stderr
     models = json.loads((tmp_path / "o.json").read_text())["models"]
     assert models["3mm"]["cache"] == "given" and models["6mm"]["cache"] != "given"
+
+
+def test_tss_own_refusal_of_a_missing_input_is_shown(isolated_home, tmp_path):
+    """TS ends with sys.exit("ERROR: …"); run in process, that message must still be seen."""
+    run = ours(["-i", str(tmp_path / "nope.nii.gz"), "-o", str(tmp_path / "seg")], isolated_home)
+    assert run.returncode == 1
+    assert "The input file or directory does not exist" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "seg").exists()

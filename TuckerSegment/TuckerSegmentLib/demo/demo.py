@@ -21,6 +21,39 @@ from ..errors import TuckerSegmentError
 from ..pipeline.progress import Progress
 
 DEMO_SEED = 2026
+MARKER = ".tuckersegment-demo"  # a folder the demo made: its files may be replaced
+
+
+def _check_options(df: float | None, device: str, precision: str) -> None:
+    """Refuse bad options before anything is written (the phantom is written first)."""
+    from ..engine.ranks import check_df
+    from ..runtime.devices import device_kind, resolve_device
+    from ..runtime.precision import resolve_precision
+
+    if df is not None:
+        check_df(df)
+    resolve_precision(precision, device_kind(resolve_device(device)))
+
+
+def _prepare_output(out_dir: Path) -> None:
+    """A new or empty folder, or one an earlier demo made; never a folder of the user's files."""
+    from ..pipeline.output_files import check_writable
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TuckerSegmentError(f"-o {out_dir} is a file; give a folder for the demo's outputs")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not ((out_dir / MARKER).exists() or (out_dir / "demo_report.json").exists()):
+            raise TuckerSegmentError(
+                f"-o {out_dir} holds files the demo did not make; choose a new or empty folder"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TuckerSegmentError(
+            f"cannot make the folder {out_dir}: {error.strerror or error}"
+        ) from None
+    check_writable(out_dir / MARKER)
+    (out_dir / MARKER).touch()
 
 
 def demo_models_dir() -> Path:
@@ -60,7 +93,8 @@ def run_demo(
             f"demo models not found in {models}; run the demo from a TuckerSegment checkout "
             "or set TUCKERSEGMENT_DEMO_MODELS"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_options(df, device, precision)
+    _prepare_output(Path(out_dir))
     phantom = make_phantom(DEMO_SEED, spacing=1.5)
     ct_image, truth_image = phantom.to_nifti()
     ct_path, truth_path = out_dir / "ct.nii.gz", out_dir / "truth.nii.gz"

@@ -18,7 +18,8 @@ from ..errors import TuckerSegmentError
 
 
 def run_totalsegmentator_command(argv: list[str], prog: str) -> int:
-    """TS's ``main()`` with ``argv``; its exit code (argparse errors: 2, as TS)."""
+    """TS's ``main()`` with ``argv``; its exit code (argparse errors: 2, as TS). TS's own
+    ``sys.exit("ERROR: …")`` messages go to stderr, as Python would print them."""
     from totalsegmentator.bin.TotalSegmentator import main
 
     saved = sys.argv
@@ -27,7 +28,10 @@ def run_totalsegmentator_command(argv: list[str], prog: str) -> int:
         main()
     except SystemExit as exit_:
         code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            return 1
+        return 0 if code is None else code
     finally:
         sys.argv = saved
     return 0
