@@ -287,6 +287,9 @@ def _flat_image(folder: Path) -> None:
         (["--stamp", "50%", "--start-from", "x"], "--stamp prunes the installed original"),
         (["--stamp", "50%", "--checkpoint", "best"], "STAMP writes its final network"),
         (["--distill", "-1"], "--distill must be 0 (off) or a positive weight"),
+        (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
+        (["--lr", "inf"], "--lr must be a positive number"),
+        (["--weight-decay", "nan"], "--weight-decay must be a number, 0 or more"),
     ],
 )
 def test_bad_options_are_refused(args, message, tiny_dataset, tmp_path, cli):

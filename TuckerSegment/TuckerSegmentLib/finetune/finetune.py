@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import time
@@ -183,8 +184,12 @@ def plan_finetune(options: FinetuneOptions) -> FinetunePlan:
     for name in ("epochs", "iterations_per_epoch", "val_iterations"):
         if getattr(options, name) < 1:
             raise TuckerSegmentError(f"--{name.replace('_', '-')} must be at least 1")
-    if not options.lr > 0:
-        raise TuckerSegmentError("--lr must be positive")
+    if not (math.isfinite(options.lr) and options.lr > 0):
+        raise TuckerSegmentError("--lr must be a positive number")
+    if not (math.isfinite(options.weight_decay) and options.weight_decay >= 0):
+        raise TuckerSegmentError("--weight-decay must be a number, 0 or more")
+    if options.seed is not None and not 0 <= options.seed < 2**32:  # numpy's range
+        raise TuckerSegmentError(f"--seed must be between 0 and {2**32 - 1}, got {options.seed}")
     compression = CompressionSettings(
         df=options.df, rank_floor=options.rank_floor, method=options.method
     )
