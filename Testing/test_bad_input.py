@@ -19,6 +19,11 @@ def _ct(shape=(40, 40, 40)):
     return np.full(shape, -1000, dtype=np.int16)
 
 
+def _folder(path):
+    path.mkdir()
+    return path
+
+
 def _cases(tmp):
     ok = _nifti(tmp / "ok.nii.gz", _ct())
     nan = _ct().astype(np.float32)
@@ -59,6 +64,13 @@ def _cases(tmp):
             "output folder does not accept files: /proc",
         ),
         "output is input": ([str(ok)], ["-o", str(ok)], "output must differ from the input"),
+        "small blobs below 0": ([str(ok)], ["--remove-small-blobs", "-5"], "a volume in mm³"),
+        "small blobs NaN": ([str(ok)], ["--remove-small-blobs", "nan"], "a volume in mm³"),
+        "sidecar name is a folder": (
+            [str(ok)],
+            ["-o", str(_folder(tmp / "k.json").with_name("k.nii.gz"))],
+            "k.json is a folder; the run writes a file of that name",
+        ),
         "no weights": ([str(ok)], ["--weights-dir", str(tmp)], "totalseg_download_weights"),
     }
 
@@ -82,6 +94,9 @@ def _cases(tmp):
         "output type",
         "output folder refuses files",
         "output is input",
+        "sidecar name is a folder",
+        "small blobs below 0",
+        "small blobs NaN",
         "no weights",
     ],
 )

@@ -182,7 +182,17 @@ def test_other_settings_and_bad_input_are_refused(first_batch, cohort_input, cli
     empty.mkdir()
     nothing = cli("batch", str(empty), "-o", str(tmp_path / "o"), *RUN)
     assert nothing.returncode == 1 and "no NIfTI files" in nothing.stderr
-    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*/"))
+    header = tmp_path / "header.csv"
+    header.write_text("path\n")
+    no_rows = cli("batch", str(header), "-o", str(tmp_path / "o"), *RUN)
+    assert no_rows.returncode == 1 and "lists no cases (a header row only)" in no_rows.stderr
+    address = cli("batch", str(cohort_input), "-o", str(tmp_path / "o"), *RUN, "--scheduler", "x")
+    assert address.returncode == 1 and "--scheduler x: missing port number" in address.stderr
+    bad_df = cli("batch", str(cohort_input), "-o", str(tmp_path / "o"), *RUN, "--df", "0")
+    assert bad_df.returncode == 1 and "DF must be in (0, 1]" in bad_df.stderr
+    for refused in (missing, inside, twice, nothing, no_rows, address, bad_df):
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (tmp_path / "o").exists(), "a refused batch writes nothing, not even batch.json"
 
 
 def _scratch(isolated_home: dict) -> Path:

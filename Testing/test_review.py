@@ -449,3 +449,12 @@ def test_a_dicom_series_ct_is_read_as_segment_reads_it(result):
     assert list(scene.volume.GetSpacing()) == pytest.approx(
         [float(z) for z in expected.header.get_zooms()[:3]]
     )
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_that_cannot_exist_is_one_line(port, cli, tmp_path):
+    result = cli("review", str(tmp_path / "any.nii.gz"), f"--port={port}", "--no-browser")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"tucker-segment: error: --port {port}: a port number from 0 to 65535 (0: any free port)"
+    )

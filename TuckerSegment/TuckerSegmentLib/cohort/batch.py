@@ -17,7 +17,7 @@ from ..errors import TuckerSegmentError
 from ..pipeline.progress import Progress
 from ..pipeline.segment import SegmentOptions
 from .cases import Case, find_cases
-from .records import check_settings, drop_case, is_done, write_failures
+from .records import SETTINGS_FILE, check_settings, drop_case, is_done, write_failures
 
 FORMATS = {"nii.gz": "segmentation.nii.gz", "seg.nrrd": "segmentation.seg.nrrd"}
 
@@ -60,6 +60,14 @@ def _check_output(options: BatchOptions) -> None:
         raise TuckerSegmentError(f"output {options.output} is a file; give a folder")
     if not options.output.parent.is_dir():
         raise TuckerSegmentError(f"output's parent folder does not exist: {options.output.parent}")
+    from ..pipeline.output_files import check_writable
+
+    # the folder itself where it exists, else its parent, which will hold it
+    check_writable(options.output / SETTINGS_FILE if options.output.is_dir() else options.output)
+    if options.scheduler:
+        from .cluster import check_scheduler_address
+
+        check_scheduler_address(options.scheduler)
 
 
 def prepare(options: BatchOptions) -> tuple[list[Case], SegmentOptions]:
@@ -71,10 +79,21 @@ def prepare(options: BatchOptions) -> tuple[list[Case], SegmentOptions]:
     _check_output(options)
     if options.jobs is not None and options.jobs < 1:
         raise TuckerSegmentError("--jobs must be at least 1")
-    options.output.mkdir(exist_ok=True)
+    if options.retries < 0:
+        raise TuckerSegmentError("--retries must be 0 or more")
     template = dataclasses.replace(options.segment, output=options.output / options.segment.output)
-    check_settings(options.output, cohort_settings(options.segment))
-    warm_model_cache(dataclasses.replace(template, input=cases[0].path))
+    settings = cohort_settings(options.segment)
+    made = not options.output.exists()
+    if not made:  # another cohort's folder: refused before any work
+        check_settings(options.output, settings, record=False)
+    options.output.mkdir(exist_ok=True)
+    try:  # segment's own checks of the options (and the models decomposed)
+        warm_model_cache(dataclasses.replace(template, input=cases[0].path))
+    except BaseException:
+        if made and not any(options.output.iterdir()):
+            options.output.rmdir()  # a refused batch leaves nothing behind
+        raise
+    check_settings(options.output, settings)
     return cases, template
 
 

@@ -73,6 +73,8 @@ def _from_csv(table: Path) -> list[Case]:
         given = row[id_col].strip() if id_col is not None and id_col < len(row) else ""
         name = given or (_nifti_id(path) if path.name.endswith(NIFTI) else path.name)
         cases.append(Case(safe_id(name), path))
+    if not cases:
+        raise TuckerSegmentError(f"{table} lists no cases (a header row only)")
     return cases
 
 

@@ -30,6 +30,22 @@ def import_distributed() -> Any:
     return distributed
 
 
+def check_scheduler_address(address: str) -> None:
+    """A scheduler address Dask can use (scheme and port), checked before any work; whether
+    the scheduler answers is known only when connecting."""
+    import_distributed()
+    from distributed.comm import get_address_host_port, parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, _ = parse_address(address)
+        get_backend(scheme)
+        if scheme != "inproc":
+            get_address_host_port(address)
+    except ValueError as error:
+        raise TuckerSegmentError(f"--scheduler {address}: {error}") from None
+
+
 def default_jobs(fast: bool) -> int:
     """Workers for this machine: one per core, no more than the memory holds at one case each.
     Measured on 2 cores (README, Cohorts): two single-threaded workers segment 1.25× as many

@@ -42,15 +42,16 @@ def input_stamp(path: Path) -> list[Any]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def check_settings(outdir: Path, settings: dict[str, Any]) -> None:
-    """Record the cohort's settings in a new folder; refuse a folder made with other ones, so a
-    re-run never mixes two settings in one cohort table."""
-    record = outdir / SETTINGS_FILE
-    if record.exists():
+def check_settings(outdir: Path, settings: dict[str, Any], record: bool = True) -> None:
+    """Record the cohort's settings in a new folder (unless ``record`` is off: only check);
+    refuse a folder made with other ones, so a re-run never mixes two settings in one cohort
+    table."""
+    path = outdir / SETTINGS_FILE
+    if path.exists():
         try:
-            known = json.loads(record.read_text())["settings"]
+            known = json.loads(path.read_text())["settings"]
         except (ValueError, KeyError, TypeError):
-            raise TuckerSegmentError(f"{record} is damaged; use a new output folder") from None
+            raise TuckerSegmentError(f"{path} is damaged; use a new output folder") from None
         if known != settings:
             changed = sorted(
                 k for k in set(known) | set(settings) if known.get(k) != settings.get(k)
@@ -60,8 +61,10 @@ def check_settings(outdir: Path, settings: dict[str, Any]) -> None:
                 "use another output folder"
             )
         return
+    if not record:
+        return
     write_atomically(
-        record,
+        path,
         json.dumps({"tuckersegment": __version__, "settings": settings}, indent=2) + "\n",
     )
 

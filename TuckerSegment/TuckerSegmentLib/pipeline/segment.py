@@ -7,6 +7,7 @@ input grid. With ``compare`` the original networks run on the same input too.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -138,12 +139,16 @@ def _check_roi_subset(options: SegmentOptions) -> None:
 
 
 def _check_paths(options: SegmentOptions) -> None:
-    from .output_files import check_writable, output_kind
+    from .output_files import check_writable, output_kind, sibling
 
     output_kind(options.output)
     check_writable(options.output)
     if options.input.exists() and options.output.resolve() == options.input.resolve():
         raise TuckerSegmentError("output must differ from the input; the input is never modified")
+    beside = [".json", ".statistics.json", ".agreement.csv", ".original" + _suffix(options.output)]
+    for path in (sibling(options.output, suffix) for suffix in beside):
+        if path.is_dir():  # written beside the result at the end: refused now, not then
+            raise TuckerSegmentError(f"{path} is a folder; the run writes a file of that name")
 
 
 def _weights(options: SegmentOptions, models: list[TSModel]) -> dict[str, Path]:
@@ -318,6 +323,9 @@ def plan_run(options: SegmentOptions) -> RunPlan:
 
     if options.threads is not None and options.threads < 1:
         raise TuckerSegmentError("--threads must be at least 1")
+    blobs = options.remove_small_blobs
+    if blobs is not None and not (math.isfinite(blobs) and blobs > 0):
+        raise TuckerSegmentError(f"--remove-small-blobs: a volume in mm³ above 0, got {blobs:g}")
     if options.max_params is not None:
         if not 0 < options.max_params <= 1:
             raise TuckerSegmentError("--max-params: a share of the networks' parameters, e.g. 15%")

@@ -13,7 +13,9 @@ from .result_folder import ReviewResult
 
 
 def check_port(host: str, port: int) -> None:
-    """A busy port is one line before the (slow) scene is built."""
+    """A busy port (or no port at all) is one line before the (slow) scene is built."""
+    if not 0 <= port <= 65535:
+        raise TuckerSegmentError(f"--port {port}: a port number from 0 to 65535 (0: any free port)")
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
