@@ -94,3 +94,15 @@ def test_compress_damaged_checkpoint_is_a_clear_error(random_3mm_folder, tmp_pat
     assert result.returncode != 0
     assert "cannot read checkpoint" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["segment", "--df", "abc"], ["benchmark", "--df", "0"], ["nonsense"], []],
+    ids=["not-a-number", "df-0", "unknown-command", "no-command"],
+)
+def test_argument_errors_are_one_line_too(args):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("tucker-segment") and "error:" in line and "--help)" in line

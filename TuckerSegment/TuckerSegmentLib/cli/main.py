@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import __version__
 from ..engine.fidelity import DEFAULT_DF, defaults_text
@@ -1083,6 +1083,14 @@ def _given_models(args: argparse.Namespace) -> list[tuple[str, Any, Any]]:
     return given
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals in one line, as every other refusal of the command (argparse
+    prints the whole usage block first); ``--help`` still shows it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .curves import add_curves
     from .flat_plans import add_flat_plans
@@ -1091,7 +1099,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_report
     from .review import add_review
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="TotalSegmentator with Tucker-compressed networks: lighter, faster CT "
         "segmentation for weak GPUs and CPUs.",
