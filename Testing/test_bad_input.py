@@ -24,6 +24,12 @@ def _folder(path):
     return path
 
 
+def _junk(path):
+    path.mkdir()
+    (path / "readme.txt").write_text("not a DICOM file")
+    return path
+
+
 def _cases(tmp):
     ok = _nifti(tmp / "ok.nii.gz", _ct())
     nan = _ct().astype(np.float32)
@@ -64,6 +70,8 @@ def _cases(tmp):
             "output folder does not accept files: /proc",
         ),
         "output is input": ([str(ok)], ["-o", str(ok)], "output must differ from the input"),
+        "empty folder": ([str(_folder(tmp / "empty"))], [], "is an empty folder"),
+        "folder without DICOM": ([str(_junk(tmp / "junk"))], [], "holds no DICOM files"),
         "small blobs below 0": ([str(ok)], ["--remove-small-blobs", "-5"], "a volume in mm³"),
         "small blobs NaN": ([str(ok)], ["--remove-small-blobs", "nan"], "a volume in mm³"),
         "sidecar name is a folder": (
@@ -95,6 +103,8 @@ def _cases(tmp):
         "output folder refuses files",
         "output is input",
         "sidecar name is a folder",
+        "empty folder",
+        "folder without DICOM",
         "small blobs below 0",
         "small blobs NaN",
         "no weights",

@@ -50,11 +50,27 @@ def _load_nifti(path: Path):
     return nib.Nifti1Image(data, image.affine, image.header)
 
 
+def _has_dicom_file(folder: Path) -> bool:
+    """Any file with DICOM's "DICM" marker (after the 128-byte preamble), so a folder of other
+    files gets its own message instead of the converter's."""
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    if handle.read(132)[128:] == b"DICM":
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def _load_dicom(folder: Path) -> tuple[object, str | None]:
     import nibabel as nib
 
     from ..ts.dicom import dicom_modality, dicom_to_nifti
 
+    if not any(folder.iterdir()):
+        raise TuckerSegmentError(f"{folder} is an empty folder; give a CT file or a DICOM series")
     modality = dicom_modality(folder)
     with tempfile.TemporaryDirectory(prefix="tuckersegment-dicom-") as tmp:
         out = Path(tmp) / "converted.nii.gz"
@@ -63,6 +79,10 @@ def _load_dicom(folder: Path) -> tuple[object, str | None]:
             image = nib.load(str(out))
             data = np.asanyarray(image.dataobj)
         except Exception as error:
+            if not _has_dicom_file(folder):
+                raise TuckerSegmentError(
+                    f"{folder} holds no DICOM files (none has DICOM's 'DICM' marker)"
+                ) from None
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
