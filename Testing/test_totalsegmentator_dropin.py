@@ -603,3 +603,23 @@ def test_tss_own_refusal_of_a_missing_input_is_shown(isolated_home, tmp_path):
     assert "The input file or directory does not exist" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "seg").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-d", "bogus"], "Invalid device type: 'bogus'"),  # TS's own words
+        (["--expert-df", "liverr=0.3"], "--expert-df: no TotalSegmentator model is called liverr"),
+        (["-i", "EMPTY"], "is an empty folder"),
+    ],
+    ids=["device", "expert", "empty-folder"],
+)
+def test_drop_in_refuses_in_one_line(extra, message, ct, isolated_home, tmp_path):
+    (tmp_path / "empty").mkdir()
+    extra = [str(tmp_path / "empty") if a == "EMPTY" else a for a in extra]
+    args = ["-i", str(ct), "-o", str(tmp_path / "seg"), "--fast", "-d", "cpu", *extra]
+    run = ours(args, isolated_home)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and message in lines[-1], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "seg").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 PROG = "tucker-totalsegmentator"
 
@@ -55,6 +56,23 @@ def compression_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_input(ts_args: list[str]) -> None:
+    """A folder given as TS's -i must hold a DICOM series: TS's converter fails on an empty
+    folder or one of other files with an IndexError, after its start-up."""
+    from ..errors import TuckerSegmentError
+    from ..pipeline.input_image import has_dicom_file
+
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("-i", "--input")
+    given = p.parse_known_args(ts_args)[0].input
+    folder = Path(given) if given else None
+    if folder is not None and folder.is_dir() and not has_dicom_file(folder):
+        empty = not any(folder.iterdir())
+        raise TuckerSegmentError(
+            f"{folder} is an empty folder" if empty else f"{folder} holds no DICOM files"
+        )
+
+
 def _ts_device(ts_args: list[str]) -> str:
     """TS's -d/--device value in ``ts_args`` (TS's default: gpu)."""
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -87,6 +105,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
 
     from ..engine.layer_policy import resolve_policy
     from ..engine.ranks import check_df
+    from ..errors import TuckerSegmentError
     from ..pipeline.every_model import CompressionChoice, compressing_chooser, on_loaded_for
     from ..runtime.devices import device_kind
     from ..runtime.precision import resolve_precision
@@ -100,6 +119,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
     from ..ts.environment import silence_known_warnings, ts_environment
     from ..ts.in_process import spawned_workers
     from ..ts.predictor import predictor_class, predictor_in_ts
+    from ..ts.tasks import model_names
     from ..ts.versions import check_versions
     from ..ts.weights import weights_dir
 
@@ -110,6 +130,13 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         return code
     for warning in check_versions():
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    unknown = sorted(set(ours.expert_df) - model_names())
+    if unknown:
+        raise TuckerSegmentError(
+            f"--expert-df: no TotalSegmentator model is called {', '.join(unknown)} "
+            "(e.g. organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, body)"
+        )
+    _check_input(ts_args)
     choice = CompressionChoice(
         df=check_df(ours.df) if ours.df is not None else None,
         expert_df=ours.expert_df,

@@ -50,7 +50,7 @@ def _load_nifti(path: Path):
     return nib.Nifti1Image(data, image.affine, image.header)
 
 
-def _has_dicom_file(folder: Path) -> bool:
+def has_dicom_file(folder: Path) -> bool:
     """Any file with DICOM's "DICM" marker (after the 128-byte preamble), so a folder of other
     files gets its own message instead of the converter's."""
     for path in folder.rglob("*"):
@@ -79,7 +79,7 @@ def _load_dicom(folder: Path) -> tuple[object, str | None]:
             image = nib.load(str(out))
             data = np.asanyarray(image.dataobj)
         except Exception as error:
-            if not _has_dicom_file(folder):
+            if not has_dicom_file(folder):
                 raise TuckerSegmentError(
                     f"{folder} holds no DICOM files (none has DICOM's 'DICM' marker)"
                 ) from None

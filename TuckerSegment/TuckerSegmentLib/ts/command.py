@@ -43,8 +43,12 @@ def ts_selected_device(ts_device: str) -> str:
     import contextlib
     import io
 
-    from totalsegmentator.python_api import select_device
+    from totalsegmentator.python_api import select_device, validate_device_type_api
 
+    try:  # TS's own check of -d, which its parser makes later (select_device would fail first)
+        validate_device_type_api(ts_device)
+    except ValueError as error:
+        raise TuckerSegmentError(str(error)) from None
     with contextlib.redirect_stdout(io.StringIO()):  # TS says "No GPU detected" itself when it runs
         chosen = select_device(ts_device)
     return str(chosen) if not isinstance(chosen, str) else chosen

@@ -35,6 +35,11 @@ def _task_names() -> dict[int, str]:
     return names
 
 
+def model_names() -> set[str]:
+    """Every name identify_model_folder gives a model TS knows (``--expert-df`` keys)."""
+    return set(_task_names().values())
+
+
 def identify_model_folder(folder: Path) -> ModelIdentity:
     """The TS model of an nnU-Net model folder (``…/Dataset297_…/Trainer__Plans__3d_fullres``)."""
     from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
