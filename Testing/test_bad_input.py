@@ -5,7 +5,7 @@ import hashlib
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SEGMENT_CPU
+from conftest import MODELS, SEGMENT_CPU
 
 SEG = [*SEGMENT_CPU, "--fast", "--progress", "none"]
 
@@ -149,6 +149,10 @@ def _other_commands(tmp):
             ["plan", "--model", "3mm", "--max-params", "15%", "-o", str(tmp / "no" / "p.json")],
             "output folder does not exist",
         ),
+        "plan above the original": (
+            ["plan", "--model", "3mm", "--max-params", "150%", "--weights-dir", str(MODELS)],
+            "is not below the original's",
+        ),
         "compare onto an input": (
             ["compare", str(labels), str(labels), "-o", str(labels)],
             "give a file name ending in .csv",
@@ -180,6 +184,7 @@ def _other_commands(tmp):
         "plan onto its CT",
         "plan into a folder",
         "plan nowhere",
+        "plan above the original",
         "compare onto an input",
         "compare tolerance NaN",
         "benchmark csv nowhere",

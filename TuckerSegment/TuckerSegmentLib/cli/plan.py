@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,8 +32,12 @@ def budget_value(text: str, original: float) -> float:
         raise TuckerSegmentError(
             f"budget {text!r}: a number, or a percentage such as 15%"
         ) from None
-    if not value > 0:
+    if not value > 0 or not math.isfinite(value):
         raise TuckerSegmentError(f"budget {text!r} must be positive")
+    if value >= original:  # nothing to plan: every layer would stay as it is
+        raise TuckerSegmentError(
+            f"budget {text!r} is not below the original's {original:,.6g}: nothing to compress"
+        )
     return value
 
 
