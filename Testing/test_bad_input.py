@@ -136,7 +136,17 @@ def _other_commands(tmp):
     (tmp / "a-folder").mkdir()
     plans = tmp / "plans.json"
     plans.write_text("{}")
+    text = tmp / "text.nii.gz"
+    text.write_text("not an image")
     return {
+        "curves on a text file": (
+            ["curves", "--model", "3mm", "--image", str(text), "-o", str(tmp / "c")],
+            "cannot read",
+        ),
+        "curves nowhere": (
+            ["curves", "--model", "3mm", "--image", str(ct), "-o", str(tmp / "no" / "c")],
+            "output folder does not exist",
+        ),
         "plan onto its CT": (
             ["plan", "--model", "3mm", "--max-params", "15%", "--image", str(ct), "-o", str(ct)],
             "give a file name ending in .json",
@@ -181,6 +191,8 @@ def _other_commands(tmp):
 @pytest.mark.parametrize(
     "case",
     [
+        "curves on a text file",
+        "curves nowhere",
         "plan onto its CT",
         "plan into a folder",
         "plan nowhere",
@@ -209,5 +221,5 @@ def test_other_commands_refuse_outputs_before_any_work(case, tmp_path, cli):
     }
     assert after == before, "no output written and no input modified"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["ct.nii.gz", "labels.nii.gz", "a-folder", "plans.json"]
+        ["ct.nii.gz", "labels.nii.gz", "a-folder", "plans.json", "text.nii.gz"]
     )

@@ -50,12 +50,12 @@ def add_curves(sub: argparse._SubParsersAction) -> None:
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from ..errors import TuckerSegmentError
     from ..pipeline.curves import compression_curves, write_curves
+    from ..pipeline.output_files import check_writable
 
     stem = Path(args.output)
-    if not stem.parent.is_dir():
-        raise TuckerSegmentError(f"folder for {stem} does not exist")
+    for suffix in (".csv", ".png"):  # STEM.csv and STEM.png, written at the end
+        check_writable(stem.with_name(stem.name + suffix))
     with tempfile.TemporaryDirectory(prefix="tuckersegment-curves-") as work:
         points = compression_curves(
             [Path(i) for i in args.image],

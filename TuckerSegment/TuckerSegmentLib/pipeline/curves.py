@@ -86,9 +86,12 @@ def compression_curves(
         raise TuckerSegmentError(f"unknown method {unknown[0]}; choose from {', '.join(METHODS)}")
     if not removed or any(not 0 < r < 1 for r in removed):
         raise TuckerSegmentError("--removed: shares between 0 and 1, e.g. 0.5 0.75 0.85")
-    for image in images:
-        if not Path(image).exists():
-            raise TuckerSegmentError(f"input not found: {image}")
+    from ..runtime.devices import resolve_device
+    from .input_image import load_ct
+
+    resolve_device(device)
+    for image in images:  # each read and checked as `segment` would, before any model is made
+        load_ct(image)
     folder = curve_model_folder(model, weights_dir)
     made = {
         (m, r): make_model(m, r, model, folder, work, rank_floor) for m in methods for r in removed
