@@ -611,8 +611,9 @@ def test_tss_own_refusal_of_a_missing_input_is_shown(isolated_home, tmp_path):
         (["-d", "bogus"], "Invalid device type: 'bogus'"),  # TS's own words
         (["--expert-df", "liverr=0.3"], "--expert-df: no TotalSegmentator model is called liverr"),
         (["-i", "EMPTY"], "is an empty folder"),
+        (["-o", "/proc/seg"], "output folder does not accept files: /proc"),  # not at the end
     ],
-    ids=["device", "expert", "empty-folder"],
+    ids=["device", "expert", "empty-folder", "unwritable-output"],
 )
 def test_drop_in_refuses_in_one_line(extra, message, ct, isolated_home, tmp_path):
     (tmp_path / "empty").mkdir()

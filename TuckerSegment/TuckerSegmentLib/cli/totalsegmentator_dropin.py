@@ -56,21 +56,29 @@ def compression_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_input(ts_args: list[str]) -> None:
-    """A folder given as TS's -i must hold a DICOM series: TS's converter fails on an empty
-    folder or one of other files with an IndexError, after its start-up."""
+def _check_paths(ts_args: list[str]) -> None:
+    """What TS finds out only late: a folder given as -i must hold a DICOM series (TS's
+    converter fails on an empty folder or one of other files with an IndexError), and -o must
+    be writable (TS writes it after the whole prediction)."""
     from ..errors import TuckerSegmentError
     from ..pipeline.input_image import has_dicom_file
+    from ..pipeline.output_files import check_writable
 
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("-i", "--input")
-    given = p.parse_known_args(ts_args)[0].input
-    folder = Path(given) if given else None
+    p.add_argument("-o", "--output")
+    known = p.parse_known_args(ts_args)[0]
+    folder = Path(known.input) if known.input else None
     if folder is not None and folder.is_dir() and not has_dicom_file(folder):
         empty = not any(folder.iterdir())
         raise TuckerSegmentError(
             f"{folder} is an empty folder" if empty else f"{folder} holds no DICOM files"
         )
+    if known.output:  # a file (--ml) or a folder TS makes, parents included
+        existing = Path(known.output).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        check_writable(existing / ".probe" if existing.is_dir() else existing)
 
 
 def _ts_device(ts_args: list[str]) -> str:
@@ -136,7 +144,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
             f"--expert-df: no TotalSegmentator model is called {', '.join(unknown)} "
             "(e.g. organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, body)"
         )
-    _check_input(ts_args)
+    _check_paths(ts_args)
     choice = CompressionChoice(
         df=check_df(ours.df) if ours.df is not None else None,
         expert_df=ours.expert_df,
