@@ -29,6 +29,9 @@ def test_stats_table_with_chosen_dfs():
     [
         (["stats", "--df", "1.5"], "DF must be in (0, 1]"),
         (["stats", "--model", "1.5mm", "--expert", "brain"], "unknown expert 'brain'"),
+        (["stats", "--expert", "ribs"], "--expert ribs is a 1.5 mm expert: add --model 1.5mm"),
+        (["benchmark", "--expert", "ribs"], "--expert ribs is a 1.5 mm expert"),
+        (["stats", "--model-dir", ".", "--expert", "ribs"], "drop it for --model-dir"),
         (["stats", "--rank-floor", "0"], "rank floor must be a positive integer"),
         (["compress", "--model-dir", "/nonexistent", "-o", "x"], "model folder not found"),
     ],

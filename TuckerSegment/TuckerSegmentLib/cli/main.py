@@ -46,8 +46,7 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--expert",
-        default="organs",
-        help="1.5mm expert: organs, vertebrae, cardiac, muscles, ribs (default organs)",
+        help="with --model 1.5mm: organs (default), vertebrae, cardiac, muscles or ribs",
     )
     p.add_argument(
         "--model-dir", help="count this nnU-Net model folder instead of a built-in model"
@@ -77,6 +76,15 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_stats)
 
 
+def _builtin_spec(args: argparse.Namespace) -> Any:  # noqa: ANN401 - a NetworkSpec
+    """TS's 3 mm model or one 1.5 mm expert (`stats`, `benchmark`); --expert only with 1.5mm."""
+    from ..ts.architectures import builtin_spec
+
+    if args.expert and args.model != "1.5mm":
+        raise TuckerSegmentError(f"--expert {args.expert} is a 1.5 mm expert: add --model 1.5mm")
+    return builtin_spec(args.model, args.expert or "organs")
+
+
 def _run_stats(args: argparse.Namespace) -> int:
     from ..engine.ranks import check_rank_floor
     from ..engine.stats import DEFAULT_DFS, format_stats, stats_table
@@ -85,11 +93,11 @@ def _run_stats(args: argparse.Namespace) -> int:
     if args.model_dir:
         from ..ts.model_folder import open_model_folder
 
+        if args.expert:
+            raise TuckerSegmentError("--expert names a built-in expert; drop it for --model-dir")
         spec = open_model_folder(args.model_dir).spec
     else:
-        from ..ts.architectures import builtin_spec
-
-        spec = builtin_spec(args.model, args.expert)
+        spec = _builtin_spec(args)
     dfs = tuple(d for group in args.df for d in group) if args.df else DEFAULT_DFS
     policy = "paper" if args.paper else "default"
     rows = stats_table(spec, dfs, args.rank_floor, policy)
@@ -973,7 +981,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "params, GFLOPs and peak memory. Seeded random weights at TS's real architecture.",
     )
     p.add_argument("--model", choices=("3mm", "1.5mm"), default="3mm")
-    p.add_argument("--expert", default="organs")
+    p.add_argument("--expert", help="with --model 1.5mm: organs (default), vertebrae, …")
     p.add_argument(
         "--df", type=_dfs, nargs="+", default=None, help="DFs to time (default 0.9 0.5 0.3 0.1)"
     )
@@ -1011,7 +1019,6 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from ..runtime.devices import device_kind, resolve_device
     from ..runtime.precision import resolve_precision
     from ..storage.cache import cache_root
-    from ..ts.architectures import builtin_spec
     from .info import BENCHMARK_FILE
 
     if args.repeats < 1:
@@ -1025,7 +1032,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     given = _given_models(args) if args.compressed_model else None
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    spec = given[0][1].spec if given else builtin_spec(args.model, args.expert)
+    spec = given[0][1].spec if given else _builtin_spec(args)
     dfs = [d for group in args.df for d in group] if args.df else [0.9, 0.5, 0.3, 0.1]
     progress = Progress("bar")
     try:
