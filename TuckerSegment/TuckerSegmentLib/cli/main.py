@@ -18,6 +18,7 @@ from ..errors import TuckerSegmentError
 
 if TYPE_CHECKING:
     from ..pipeline.segment import SegmentOptions
+    from ..ts.network_spec import NetworkSpec
 
 PROG = "tucker-segment"
 
@@ -76,7 +77,7 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_stats)
 
 
-def _builtin_spec(args: argparse.Namespace) -> Any:  # noqa: ANN401 - a NetworkSpec
+def _builtin_spec(args: argparse.Namespace) -> NetworkSpec:
     """TS's 3 mm model or one 1.5 mm expert (`stats`, `benchmark`); --expert only with 1.5mm."""
     from ..ts.architectures import builtin_spec
 

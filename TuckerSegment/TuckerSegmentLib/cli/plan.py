@@ -32,7 +32,7 @@ def budget_value(text: str, original: float) -> float:
         raise TuckerSegmentError(
             f"budget {text!r}: a number, or a percentage such as 15%"
         ) from None
-    if not value > 0 or not math.isfinite(value):
+    if not (math.isfinite(value) and value > 0):
         raise TuckerSegmentError(f"budget {text!r} must be positive")
     if value >= original:  # nothing to plan: every layer would stay as it is
         raise TuckerSegmentError(

@@ -34,12 +34,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from ..engine.planner import layer_spectra
     from ..engine.ranks import check_df, check_rank_floor, tucker_ranks
+    from ..pipeline.output_files import check_output_file
     from ..ts.model_folder import open_model_folder
     from .plan import model_folder
 
     df, floor = check_df(args.df), check_rank_floor(args.rank_floor)
-    from ..pipeline.output_files import check_output_file
-
     output = check_output_file(Path(args.output), (".png",))
     folder = open_model_folder(
         model_folder(args.model, Path(args.weights_dir) if args.weights_dir else None)
