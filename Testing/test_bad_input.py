@@ -159,6 +159,11 @@ def _other_commands(tmp):
             ["plan", "--model", "3mm", "--max-params", "15%", "-o", str(tmp / "no" / "p.json")],
             "output folder does not exist",
         ),
+        "plan full into its image folder": (
+            ["plan", "--model", "full", "--max-params", "15%"]
+            + ["--image", str(tmp / "a-folder"), "-o", str(tmp / "a-folder")],
+            "is an input of this command",
+        ),
         "plan above the original": (
             ["plan", "--model", "3mm", "--max-params", "150%", "--weights-dir", str(MODELS)],
             "is not below the original's",
@@ -196,6 +201,7 @@ def _other_commands(tmp):
         "plan onto its CT",
         "plan into a folder",
         "plan nowhere",
+        "plan full into its image folder",
         "plan above the original",
         "compare onto an input",
         "compare tolerance NaN",

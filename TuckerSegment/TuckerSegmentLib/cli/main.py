@@ -637,7 +637,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from ..pipeline.output_files import check_output_file, staged_outputs
 
     if args.output:
-        check_output_file(Path(args.output), (".csv",), (args.a, args.b))
+        check_output_file(Path(args.output), (".csv",))
     report = compare_files(Path(args.a), Path(args.b), args.tolerance)
     if args.output:
         target = Path(args.output)

@@ -250,7 +250,7 @@ def run_plan(args: argparse.Namespace) -> int:
             raise TuckerSegmentError(f"-o {output} is an input of this command; choose another")
         check_writable(output / "plan.json" if output.is_dir() else output)
     elif output is not None:  # before any segmenting: a CT is never overwritten with JSON
-        check_output_file(output, (".json",), tuple(images))
+        check_output_file(output, (".json",))
     if args.max_latency_ms is not None and args.max_latency_ms <= 0:
         raise TuckerSegmentError("--max-latency-ms: milliseconds per patch, above 0")
     if args.min_agreement is not None and not 0 < args.min_agreement < 1:

@@ -65,21 +65,16 @@ def check_writable(path: Path) -> None:
         ) from None
 
 
-def check_output_file(
-    path: Path, suffixes: tuple[str, ...], inputs: tuple[Path | str, ...] = (), what: str = "-o"
-) -> Path:
-    """A report's or plan's output, refused before any work when it cannot be written, has
-    another kind of name (so a CT given by mistake is never overwritten with text), or is one
-    of the command's own inputs."""
+def check_output_file(path: Path, suffixes: tuple[str, ...], what: str = "-o") -> Path:
+    """A report's or plan's output, refused before any work when it cannot be written or has
+    another kind of name than the report's — so an input given by mistake (a CT, a label file)
+    is never overwritten with JSON or CSV."""
     path = Path(path)
     if not path.name.lower().endswith(suffixes):
         raise TuckerSegmentError(
             f"{what} {path}: give a file name ending in {' or '.join(suffixes)}"
         )
     check_writable(path)
-    for given in inputs:
-        if path.exists() and Path(given).exists() and path.samefile(given):
-            raise TuckerSegmentError(f"{what} {path} is an input of this command; choose another")
     return path
 
 
