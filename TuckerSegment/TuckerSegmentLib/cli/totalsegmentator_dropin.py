@@ -56,37 +56,29 @@ def compression_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_paths(ts_args: list[str]) -> None:
-    """What TS finds out only late: a folder given as -i must hold a DICOM series (TS's
-    converter fails on an empty folder or one of other files with an IndexError), and -o must
-    be writable (TS writes it after the whole prediction)."""
-    from ..errors import TuckerSegmentError
-    from ..pipeline.input_image import has_dicom_file
-    from ..pipeline.output_files import check_writable
-
+def _ts_paths_and_device(ts_args: list[str]) -> argparse.Namespace:
+    """TS's -i, -o and -d in ``ts_args`` (-d: TS's default gpu), read ahead of TS's parser."""
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("-i", "--input")
     p.add_argument("-o", "--output")
-    known = p.parse_known_args(ts_args)[0]
-    folder = Path(known.input) if known.input else None
-    if folder is not None and folder.is_dir() and not has_dicom_file(folder):
-        empty = not any(folder.iterdir())
-        raise TuckerSegmentError(
-            f"{folder} is an empty folder" if empty else f"{folder} holds no DICOM files"
-        )
-    if known.output:  # a file (--ml) or a folder TS makes, parents included
-        existing = Path(known.output).absolute()
+    p.add_argument("-d", "--device", default="gpu")
+    return p.parse_known_args(ts_args)[0]
+
+
+def _check_paths(given: argparse.Namespace) -> None:
+    """What TS finds out only late: a folder given as -i must hold a DICOM series (TS's
+    converter fails on an empty folder or one of other files with an IndexError), and -o must
+    be writable (TS writes it after the whole prediction)."""
+    from ..pipeline.input_image import check_dicom_folder
+    from ..pipeline.output_files import check_writable
+
+    if given.input and Path(given.input).is_dir():
+        check_dicom_folder(Path(given.input))
+    if given.output:  # a file (--ml) or a folder TS makes, parents included
+        existing = Path(given.output).absolute()
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         check_writable(existing / ".probe" if existing.is_dir() else existing)
-
-
-def _ts_device(ts_args: list[str]) -> str:
-    """TS's -d/--device value in ``ts_args`` (TS's default: gpu)."""
-    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    p.add_argument("-d", "--device", default="gpu")
-    known, _ = p.parse_known_args(ts_args)
-    return known.device
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +136,8 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
             f"--expert-df: no TotalSegmentator model is called {', '.join(unknown)} "
             "(e.g. organs, vertebrae, cardiac, muscles, ribs, 3mm, 6mm, body)"
         )
-    _check_paths(ts_args)
+    given = _ts_paths_and_device(ts_args)
+    _check_paths(given)
     choice = CompressionChoice(
         df=check_df(ours.df) if ours.df is not None else None,
         expert_df=ours.expert_df,
@@ -153,7 +146,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         policy="paper" if ours.paper else "auto",
         runtime=ours.runtime,
     )
-    device = ts_selected_device(_ts_device(ts_args))
+    device = ts_selected_device(given.device)
     choice = replace(choice, policy=resolve_policy(choice.policy, device_kind(device)))
     precision = resolve_precision(ours.precision, device_kind(device))
     loaded: list = []

@@ -50,18 +50,15 @@ def _load_nifti(path: Path):
     return nib.Nifti1Image(data, image.affine, image.header)
 
 
-def has_dicom_file(folder: Path) -> bool:
-    """Any file with DICOM's "DICM" marker (after the 128-byte preamble), so a folder of other
-    files gets its own message instead of the converter's."""
-    for path in folder.rglob("*"):
-        try:
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    if handle.read(132)[128:] == b"DICM":
-                        return True
-        except OSError:
-            continue
-    return False
+def check_dicom_folder(folder: Path) -> None:
+    """An input folder must hold files TS's converter reads as DICOM; an empty folder, or one of
+    other files, gets its own line instead of the converter's IndexError."""
+    from ..ts.dicom import holds_dicom_files
+
+    if not any(folder.iterdir()):
+        raise TuckerSegmentError(f"{folder} is an empty folder; give a CT file or a DICOM series")
+    if not holds_dicom_files(folder):
+        raise TuckerSegmentError(f"{folder} holds no DICOM files")
 
 
 def _load_dicom(folder: Path) -> tuple[object, str | None]:
@@ -69,8 +66,7 @@ def _load_dicom(folder: Path) -> tuple[object, str | None]:
 
     from ..ts.dicom import dicom_modality, dicom_to_nifti
 
-    if not any(folder.iterdir()):
-        raise TuckerSegmentError(f"{folder} is an empty folder; give a CT file or a DICOM series")
+    check_dicom_folder(folder)
     modality = dicom_modality(folder)
     with tempfile.TemporaryDirectory(prefix="tuckersegment-dicom-") as tmp:
         out = Path(tmp) / "converted.nii.gz"
@@ -79,10 +75,6 @@ def _load_dicom(folder: Path) -> tuple[object, str | None]:
             image = nib.load(str(out))
             data = np.asanyarray(image.dataobj)
         except Exception as error:
-            if not has_dicom_file(folder):
-                raise TuckerSegmentError(
-                    f"{folder} holds no DICOM files (none has DICOM's 'DICM' marker)"
-                ) from None
             first = (
                 str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             )
