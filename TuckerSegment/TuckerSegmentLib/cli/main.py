@@ -15,6 +15,7 @@ from .. import __version__
 from ..engine.fidelity import DEFAULT_DF, defaults_text
 from ..engine.ranks import DEFAULT_RANK_FLOOR
 from ..errors import TuckerSegmentError
+from .process_gc import command_process, imports_done
 
 if TYPE_CHECKING:
     from ..pipeline.segment import SegmentOptions
@@ -1158,6 +1159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for warning in check_versions():
                 print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        if args.run is not _run_worker:  # the worker's first run does its imports
+            imports_done()
         return args.run(args)
     except TuckerSegmentError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -1169,5 +1172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def command() -> int:
+    """The ``tucker-segment`` process: :func:`main` with the collector set for one run
+    (process_gc.py says why)."""
+    return command_process(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

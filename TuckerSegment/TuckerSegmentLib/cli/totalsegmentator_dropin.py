@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .process_gc import command_process, imports_done
+
 PROG = "tucker-totalsegmentator"
 
 
@@ -130,6 +132,7 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
         return code
     for warning in check_versions():
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    imports_done()
     unknown = sorted(set(ours.expert_df) - model_names())
     if unknown:
         raise TuckerSegmentError(
@@ -171,5 +174,11 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
     return code
 
 
+def command() -> int:
+    """The ``tucker-totalsegmentator`` process: :func:`main` with the collector set for one
+    run (process_gc.py says why)."""
+    return command_process(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())
