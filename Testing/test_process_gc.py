@@ -94,6 +94,8 @@ def test_main_in_a_caller_leaves_the_collector_alone(cli):
 def test_the_entry_points_are_the_command_processes():
     text = (LIB.parent / "pyproject.toml").read_text()
     assert 'tucker-segment = "TuckerSegmentLib.cli.main:command"' in text
-    assert 'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:command"' in text
+    assert (
+        'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:command"' in text
+    )
     main_module = (LIB / "TuckerSegmentLib" / "__main__.py").read_text()
     assert "sys.exit(command())" in main_module
