@@ -20,6 +20,7 @@ from TuckerSegmentLib.runtime.openvino_runtime import (
     FOLDER,
     INT8_RECIPE,
     example_size,
+    native_bf16,
     openvino_network,
     with_dense_blocks,
 )
@@ -118,6 +119,25 @@ def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_pat
         expected_y = network(y)
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
     assert torch.allclose(again, expected_y, rtol=1e-3, atol=1e-3 * float(expected_y.abs().max()))
+
+
+def test_bf16_is_the_same_conversion_compiled_for_bf16(compressed_3mm, tmp_path):
+    """`openvino-bf16` reuses the fp32 conversion (a compile-time hint), runs bf16 exactly where
+    OpenVINO reports native bf16 on this CPU (f32 elsewhere), and stays close to fp32."""
+    spec, network = compressed_3mm
+    fp32, _ = openvino_network(network, 1, spec.num_classes, tmp_path, patch_size=(32, 32, 32))
+    bf16, hit = openvino_network(
+        network, 1, spec.num_classes, tmp_path, patch_size=(32, 32, 32), precision="bf16"
+    )
+    assert hit, "one conversion serves both precisions"
+    assert fp32.ran_in == "f32"
+    assert bf16.ran_in == ("bf16" if native_bf16() else "f32")
+    x = torch.randn(1, 1, 32, 32, 32)
+    want, got = fp32(x), bf16(x)
+    scale = float(want.abs().max())
+    assert torch.allclose(got, want, atol=0.05 * scale)  # bf16 keeps 8 bits of mantissa
+    if bf16.ran_in == "bf16":
+        assert not torch.equal(got, want), "bf16 really ran"
 
 
 def test_blocks_that_would_not_pay_are_converted_as_one_conv(tmp_path):
@@ -365,6 +385,32 @@ def test_int8_segments_like_fp32_and_is_cached(phantom_files, isolated_home, tmp
 
 
 INT8_VOXEL_AGREEMENT = 0.9  # README, Performance: 0.92–0.96 of the voxels measured
+
+
+def test_bf16_segments_close_to_fp32(phantom_files, isolated_home, tmp_path):
+    """`--runtime openvino-bf16` through TS's pipeline: labels close to fp32's (README: 99.6 % of
+    the voxels identical on the test models), the precision OpenVINO ran in recorded, and the
+    one conversion shared with `--runtime openvino`."""
+    env = {**isolated_home, "TUCKERSEGMENT_CACHE": str(tmp_path / "cache")}
+    sidecars, labels = [], {}
+    for name in ("eager", "openvino", "openvino-bf16"):
+        out = tmp_path / f"{name}.nii.gz"
+        args = ["--fast", "--df", "0.5", "--runtime", name, "--progress", "none"]
+        result = run_segment(phantom_files[0], out, *args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert ("no native bf16" in result.stderr) == (
+            name == "openvino-bf16" and not native_bf16()
+        )
+        sidecars.append(json.loads(out.with_name(f"{name}.json").read_text())["models"]["3mm"])
+        labels[name] = load_labels(out)[0]
+    assert np.mean(labels["openvino-bf16"] == labels["eager"]) > BF16_VOXEL_AGREEMENT
+    fp32, bf16 = sidecars[1], sidecars[2]
+    assert fp32["openvino_precision"] == "f32"
+    assert bf16["runtime"] == "openvino-bf16" and bf16["openvino_conversion"] == "hit"
+    assert bf16["openvino_precision"] == ("bf16" if native_bf16() else "f32")
+
+
+BF16_VOXEL_AGREEMENT = 0.99
 
 
 def test_a_model_quantized_with_other_settings_is_requantized(tmp_path):

@@ -945,9 +945,9 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
     """--runtime and --allocator, shared by segment and benchmark."""
     p.add_argument(
         "--runtime",
-        choices=("all", "fused", "eager", "openvino", "openvino-int8")
+        choices=("all", "fused", "eager", "openvino", "openvino-bf16", "openvino-int8")
         if benchmark
-        else ("auto", "fused", "eager", "openvino", "openvino-int8"),
+        else ("auto", "fused", "eager", "openvino", "openvino-bf16", "openvino-int8"),
         default="all" if benchmark else "auto",
         help=(
             "all (default): a row for each runtime; fused"
@@ -962,7 +962,9 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
         "tolerance); openvino: the plain Tucker network under OpenVINO "
         "(CPU, fp32; converted "
-        "once and cached); openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
+        "once and cached); openvino-bf16: the same conversion run in bf16 on CPUs that have it "
+        "(AVX512_BF16 or AMX; f32 elsewhere; labels close to fp32, not equal); "
+        "openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
         "phantom patches; needs the int8 extra); eager: module by module as PyTorch runs them",
     )
     p.add_argument(

@@ -23,6 +23,7 @@ from ..engine.compress import CompressionSettings
 from ..engine.fidelity import below_floor_warning, default_df
 from ..engine.ranks import DEFAULT_RANK_FLOOR, check_df
 from ..errors import TuckerSegmentError
+from ..runtime.openvino_runtime import OPENVINO_RUNTIMES
 from ..ts.weights import TSModel, body_seg_applies, run_models, task_model, task_run_models
 from .progress import Progress, Span
 
@@ -343,7 +344,7 @@ def plan_run(options: SegmentOptions) -> RunPlan:
     _check_paths(options)
     precision = resolve_precision(options.precision, device_kind(device))
     allocator = "reuse" if options.allocator == "reuse" and keep_freed_memory() else "default"
-    if options.runtime in ("fused", "openvino", "openvino-int8") and (
+    if options.runtime in ("fused", *OPENVINO_RUNTIMES) and (
         device != "cpu" or precision != "fp32"
     ):
         print(
@@ -351,6 +352,15 @@ def plan_run(options: SegmentOptions) -> RunPlan:
             f"on {device} in {precision} the networks run eager",
             file=sys.stderr,
         )
+    elif options.runtime == "openvino-bf16":
+        from ..runtime.openvino_runtime import native_bf16, version
+
+        if version() is not None and not native_bf16():  # not installed: refused when loading
+            print(
+                "warning: --runtime openvino-bf16: this CPU has no native bf16 (AVX512_BF16 or "
+                "AMX); OpenVINO runs f32",
+                file=sys.stderr,
+            )
     return RunPlan(options, models, settings, device, precision, allocator)
 
 
@@ -529,7 +539,7 @@ def _prepare_model(
         )
         info["runtime"] = runtime  # "per image": each image's patch count decides (set after)
         info["runtime_choice"] = basis
-    elif plan.options.runtime in ("openvino", "openvino-int8") and cpu_fp32:
+    elif plan.options.runtime in OPENVINO_RUNTIMES and cpu_fp32:
         from ..runtime.calibration import model_calibration
         from ..runtime.openvino_runtime import openvino_network
 
@@ -542,9 +552,11 @@ def _prepare_model(
             cached.path,
             spec.patch_size,
             model_calibration(folder, spec.patch_size) if int8 else None,
+            OPENVINO_RUNTIMES[plan.options.runtime],
         )
         info["runtime"] = plan.options.runtime
         info["openvino_conversion"] = "hit" if hit else "miss"
+        info["openvino_precision"] = network.ran_in  # f32 on a CPU without native bf16
     else:
         fused = plan.options.runtime == "fused" and cpu_fp32
         info["runtime"] = "fused" if fused and fuse(network) else "eager"

@@ -92,7 +92,7 @@ def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: st
     return None
 
 
-RUNTIMES = ("eager", "fused", "openvino", "openvino-int8")
+RUNTIMES = ("eager", "fused", "openvino", "openvino-bf16", "openvino-int8")
 
 
 def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) -> nn.Module | None:
@@ -107,8 +107,10 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
         fused = copy.deepcopy(network)
         return fused if fuse(fused) else None
     from .calibration import CalibrationRecipe
-    from .openvino_runtime import import_nncf, openvino_network
+    from .openvino_runtime import OPENVINO_RUNTIMES, import_nncf, native_bf16, openvino_network
 
+    if runtime == "openvino-bf16" and not native_bf16():
+        return None  # it would run f32: the openvino row again
     calibration = None
     if runtime == "openvino-int8":
         try:
@@ -119,7 +121,13 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
             "random", (64, 64, 64), seed=0, in_channels=spec.input_channels
         )
     converted, _ = openvino_network(
-        network, spec.input_channels, spec.num_classes, folder, spec.patch_size, calibration
+        network,
+        spec.input_channels,
+        spec.num_classes,
+        folder,
+        spec.patch_size,
+        calibration,
+        OPENVINO_RUNTIMES[runtime],
     )
     return converted
 

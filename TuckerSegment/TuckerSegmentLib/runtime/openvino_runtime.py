@@ -7,7 +7,9 @@ once per compressed model and OpenVINO version — at a small patch with dynamic
 keeps the conversion's memory small (tracing at the full patch took 11.8 GB) — and
 saved beside the compressed model in the cache; a damaged or stale conversion (the weights changed)
 is rebuilt, never used. The compiled model plugs into nnU-Net's predictor where the torch network
-did: TS's pipeline is unchanged. fp32 only (OpenVINO would pick bf16 on CPUs that have it).
+did: TS's pipeline is unchanged. fp32, or bf16 with ``--runtime openvino-bf16``: the same
+conversion, compiled with OpenVINO's bf16 hint, which it follows only on CPUs with native bf16
+(AVX512_BF16 or AMX) and otherwise runs in f32; the compiled model says which it ran.
 
 Privacy: ``import openvino`` sends a usage event to Google Analytics unless the user opted out
 (its model converter's telemetry, found by this project's network guard). OpenVINO falls back to
@@ -112,9 +114,17 @@ class OpenVINONetwork(nn.Module):
     shape on the dynamic model costs seconds (measured 5.3 s against 1.5 s afterwards for the
     3 mm patch), a static compile 0.07 s. Other shapes use the dynamic model."""
 
-    def __init__(self, model, out_channels: int, static_shape: tuple[int, ...] | None) -> None:  # noqa: ANN001
+    def __init__(  # noqa: ANN001
+        self,
+        model,
+        out_channels: int,
+        static_shape: tuple[int, ...] | None,
+        precision: str = "fp32",
+    ) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.precision = precision
+        self.ran_in: str | None = None
         self._model = model
         self._requests: dict[tuple[int, ...] | None, Any] = {}
         self._static_shape = tuple(static_shape) if static_shape else None
@@ -128,7 +138,9 @@ class OpenVINONetwork(nn.Module):
             model = self._model.clone()
             if key is not None:
                 model.reshape(list(key))
-            compiled = _compile(model)
+            compiled = _compile(model, self.precision)
+            # what OpenVINO runs in on this CPU: f32, or bf16 where asked for and native
+            self.ran_in = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
             self._requests[key] = compiled.create_infer_request()
         return self._requests[key]
 
@@ -154,9 +166,22 @@ class OpenVINONetwork(nn.Module):
         return out
 
 
-def _compile(model):  # noqa: ANN001, ANN202
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # our name → OpenVINO's hint
+# The --runtime names that run under OpenVINO, and the inference precision each asks for.
+OPENVINO_RUNTIMES = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "fp32"}
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (AVX512_BF16 or AMX), by its own report;
+    elsewhere a bf16 hint runs f32."""
     core = import_openvino().Core()
-    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _compile(model, precision: str = "fp32"):  # noqa: ANN001, ANN202
+    core = import_openvino().Core()
+    hint = OPENVINO_PRECISIONS[precision]
+    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
 
 Calibration = Union["CalibrationRecipe", list[np.ndarray], None]  # noqa: UP007 - a runtime alias
@@ -299,11 +324,13 @@ def openvino_network(
     cache_dir: Path,
     patch_size: list[int] | tuple[int, ...] | None = None,
     calibration: Calibration = None,
+    precision: str = "fp32",
 ) -> tuple[OpenVINONetwork, bool]:
     """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino, and
     compiled for ``patch_size`` (nnU-Net's patch) as well. With ``calibration`` (a
     CalibrationRecipe, or patches of network input) it is NNCF's int8 quantization instead, in
-    ``cache_dir``/openvino-int8; a recipe makes its patches only when quantizing.
+    ``cache_dir``/openvino-int8; a recipe makes its patches only when quantizing. ``precision``
+    (fp32, bf16) is a compile-time hint: one conversion serves both.
     Returns the network and whether the conversion came from the cache."""
     if version() is None:
         raise TuckerSegmentError(
@@ -323,10 +350,14 @@ def openvino_network(
     static = (1, in_channels, *patch_size) if patch_size else None
     try:
         # compiling (the patch shape, else the dynamic model) is what finds a damaged file
-        converted = OpenVINONetwork(_load(folder, digest, calibration_digest), out_channels, static)
+        converted = OpenVINONetwork(
+            _load(folder, digest, calibration_digest), out_channels, static, precision
+        )
         converted._request_for(static or (1, in_channels, *example_size(network)))
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
         _convert(network, in_channels, folder, calibration)
-        converted = OpenVINONetwork(_load(folder, digest, calibration_digest), out_channels, static)
+        converted = OpenVINONetwork(
+            _load(folder, digest, calibration_digest), out_channels, static, precision
+        )
     return converted, hit
