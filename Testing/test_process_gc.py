@@ -69,10 +69,10 @@ def test_the_real_command_ends_frozen_with_pythons_thresholds(isolated_home):
     seen = _python(
         """
 import gc, json, sys
-from TuckerSegmentLib.cli.main import command
+from TuckerSegmentLib.cli.main import tucker_segment
 default = gc.get_threshold()
 sys.argv = ["tucker-segment", "info"]
-code = command()
+code = tucker_segment()
 print(json.dumps({"code": code, "default": default, "threshold": gc.get_threshold(),
                   "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}))
 """,
@@ -93,9 +93,10 @@ def test_main_in_a_caller_leaves_the_collector_alone(cli):
 
 def test_the_entry_points_are_the_command_processes():
     text = (LIB.parent / "pyproject.toml").read_text()
-    assert 'tucker-segment = "TuckerSegmentLib.cli.main:command"' in text
+    assert 'tucker-segment = "TuckerSegmentLib.cli.main:tucker_segment"' in text
     assert (
-        'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:command"' in text
+        'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:tucker_totalsegmentator"'
+        in text
     )
     main_module = (LIB / "TuckerSegmentLib" / "__main__.py").read_text()
-    assert "sys.exit(command())" in main_module
+    assert "sys.exit(tucker_segment())" in main_module

@@ -247,7 +247,8 @@ def test_help_shows_ts_options_and_ours(isolated_home):
 def test_the_command_is_declared():
     text = (REPO / "pyproject.toml").read_text()
     assert (
-        'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:command"' in text
+        'tucker-totalsegmentator = "TuckerSegmentLib.cli.totalsegmentator_dropin:tucker_totalsegmentator"'
+        in text
     )
 
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli.main import command
+from .cli.main import tucker_segment
 
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(tucker_segment())

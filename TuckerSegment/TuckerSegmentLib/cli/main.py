@@ -1174,11 +1174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def command() -> int:
+def tucker_segment() -> int:
     """The ``tucker-segment`` process: :func:`main` with the collector set for one run
     (process_gc.py says why)."""
     return command_process(main)
 
 
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(tucker_segment())

@@ -174,11 +174,11 @@ def _run(ours: argparse.Namespace, ts_args: list[str]) -> int:
     return code
 
 
-def command() -> int:
+def tucker_totalsegmentator() -> int:
     """The ``tucker-totalsegmentator`` process: :func:`main` with the collector set for one
     run (process_gc.py says why)."""
     return command_process(main)
 
 
 if __name__ == "__main__":
-    sys.exit(command())
+    sys.exit(tucker_totalsegmentator())
