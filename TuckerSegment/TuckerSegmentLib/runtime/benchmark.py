@@ -302,16 +302,17 @@ def format_rows(rows: list[BenchmarkRow]) -> str:
     labels = [row.label or ("original" if row.df == 1.0 else f"{row.df:g}") for row in rows]
     width = max(8, *(len(label) for label in labels))
     first = "model" if any(row.label for row in rows) else "DF"
+    wide = max(8, *(len(row.runtime) for row in rows))  # openvino-int8
     lines = [
         f"{head.model} on {head.device} ({head.precision}, {memory}), one patch, "
         "median of the repeats",
-        f"{first:>{width}} {'runtime':>8} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} "
+        f"{first:>{width}} {'runtime':>{wide}} {'M-params':>9} {'GFLOPs':>8} {'ms':>9} "
         f"{'speed-up':>9} {'peak MiB':>9}",
     ]
     for row, label in zip(rows, labels, strict=True):
         mem = "" if row.peak_memory_mib is None else f"{row.peak_memory_mib:.0f}"
         lines.append(
-            f"{label:>{width}} {row.runtime:>8} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
+            f"{label:>{width}} {row.runtime:>{wide}} {row.params / 1e6:>9.3f} {row.gflops:>8.2f} "
             f"{row.median_ms:>9.1f} {row.speedup:>8.2f}× {mem:>9}"
         )
     return "\n".join(lines)
