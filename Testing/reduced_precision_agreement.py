@@ -40,6 +40,11 @@ def main() -> int:
     parser.add_argument("--candidate", choices=sorted(CANDIDATES), default="int8")
     args = parser.parse_args()
     candidate = (args.candidate, CANDIDATES[args.candidate])
+    if args.candidate == "bf16":
+        from TuckerSegmentLib.runtime.openvino_runtime import native_bf16
+
+        if not native_bf16():
+            parser.error("this CPU has no native bf16: OpenVINO would run f32, not bf16")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -381,6 +381,7 @@ def test_int8_segments_like_fp32_and_is_cached(phantom_files, isolated_home, tmp
     assert np.mean(labels["openvino-int8"] == labels["eager"]) > INT8_VOXEL_AGREEMENT
     first, second = sidecars[1]["models"]["3mm"], sidecars[2]["models"]["3mm"]
     assert first["runtime"] == "openvino-int8" and first["openvino_conversion"] == "miss"
+    assert first["openvino_precision"] == "int8"
     assert second["openvino_conversion"] == "hit"
 
 
@@ -410,7 +411,7 @@ def test_bf16_segments_close_to_fp32(phantom_files, isolated_home, tmp_path):
     assert bf16["openvino_precision"] == ("bf16" if native_bf16() else "f32")
 
 
-BF16_VOXEL_AGREEMENT = 0.99
+BF16_VOXEL_AGREEMENT = 0.98  # README: 99.6 % measured (four phantoms, default DFs)
 
 
 def test_a_model_quantized_with_other_settings_is_requantized(tmp_path):

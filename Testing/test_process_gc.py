@@ -73,14 +73,47 @@ from TuckerSegmentLib.cli.main import tucker_segment
 default = gc.get_threshold()
 sys.argv = ["tucker-segment", "info"]
 code = tucker_segment()
-print(json.dumps({"code": code, "default": default, "threshold": gc.get_threshold(),
-                  "frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}))
+print(json.dumps({"code": code, "default": default, "threshold": gc.get_threshold()}))
 """,
         isolated_home,
     )
     assert seen["code"] == 0
-    assert seen["threshold"] == seen["default"]
-    assert seen["frozen"] > 10_000 and seen["tracked"] < 1_000
+    assert seen["threshold"] == seen["default"]  # imports_done ran before the command
+
+
+WHEN_MAIN_RETURNS = """
+import gc, json, sys
+from TuckerSegmentLib.cli import process_gc
+from {module} import main
+seen = {{}}
+def run():
+    code = main({argv!r})
+    seen.update(code=code, threshold=gc.get_threshold())
+    return code
+process_gc.command_process(run)
+print(json.dumps(seen))
+"""
+
+
+def test_the_worker_leaves_the_freeze_to_its_first_run(isolated_home):
+    """`worker` serves runs whose first one does the heavy imports: main() must not call
+    imports_done before it (here the worker refuses at once: no owner in the environment)."""
+    code = WHEN_MAIN_RETURNS.format(module="TuckerSegmentLib.cli.main", argv=["worker"])
+    seen = _python(code, isolated_home)
+    assert seen["code"] == 1
+    assert tuple(seen["threshold"]) == process_gc.IMPORT_THRESHOLD
+
+
+def test_the_dropin_calls_imports_done_after_tss_imports(isolated_home, tmp_path):
+    """`tucker-totalsegmentator` checks TS's version (importing TS), then imports_done; an
+    unknown --expert-df is refused after that, before any work."""
+    argv = ["-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "out"), "--expert-df", "x=0.5"]
+    code = WHEN_MAIN_RETURNS.format(
+        module="TuckerSegmentLib.cli.totalsegmentator_dropin", argv=argv
+    )
+    seen = _python(code, isolated_home)
+    assert seen["code"] == 1
+    assert tuple(seen["threshold"]) != process_gc.IMPORT_THRESHOLD
 
 
 def test_main_in_a_caller_leaves_the_collector_alone(cli):

@@ -127,6 +127,25 @@ def test_benchmark_eager_runtime_and_default_allocator(isolated_home):
     ]
 
 
+def test_benchmark_bf16_rows_where_the_cpu_has_bf16_and_a_refusal_elsewhere(isolated_home):
+    """`--runtime openvino-bf16` asked for by name: its rows where OpenVINO reports native bf16;
+    on another CPU one line saying why, not rows that would be f32 again."""
+    args = ["benchmark", "--df", "0.5", "--patch", "32", "32", "32", "--repeats", "1"]
+    result = run_cli(*args, "--runtime", "openvino-bf16", "--json", env=isolated_home)
+    if native_bf16():
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)
+        assert [(r["df"], r["runtime"]) for r in rows] == [
+            (1.0, "eager"),
+            (1.0, "openvino-bf16"),
+            (0.5, "openvino-bf16"),
+        ]
+    else:
+        assert result.returncode == 1
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert "no native bf16" in result.stderr
+
+
 def test_auto_layer_policy_measures_on_gpus_and_keeps_the_default_on_cpus():
     """The measured policy on GPUs (the plain blocks lost to the original on an H200 at every
     DF); on the CPU the default rule; an explicit policy is kept, an unknown one refused."""

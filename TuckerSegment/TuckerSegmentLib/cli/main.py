@@ -962,9 +962,10 @@ def _add_speed_options(p: argparse.ArgumentParser, benchmark: bool = False) -> N
         "Tucker blocks, channels-last, on the CPU in fp32 (same results within fp32 "
         "tolerance); openvino: the plain Tucker network under OpenVINO "
         "(CPU, fp32; converted "
-        "once and cached); openvino-bf16: the same conversion run in bf16 on CPUs that have it "
-        "(AVX512_BF16 or AMX; f32 elsewhere; labels close to fp32, not equal); "
-        "openvino-int8: the same, quantized to int8 by NNCF (calibrated on "
+        "once and cached); openvino-bf16: that conversion run in bf16 where OpenVINO reports "
+        "native bf16 on this CPU (AVX512_BF16, AMX; segment runs f32 elsewhere, benchmark "
+        "refuses; labels close to fp32's, not equal); "
+        "openvino-int8: the fp32 conversion quantized to int8 by NNCF (calibrated on "
         "phantom patches; needs the int8 extra); eager: module by module as PyTorch runs them",
     )
     p.add_argument(

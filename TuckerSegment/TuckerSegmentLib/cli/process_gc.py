@@ -5,19 +5,23 @@ exit): the cyclic collector spent 0.9 s during the imports — torch, nnU-Net an
 create hundreds of thousands of objects, and each full collection walks all of them again, though
 almost none is garbage — 0.3 s during the run, and about 1.5 s after the run, when interpreter
 finalization collects again and again while it tears the modules down. Three changes, only in a
-``tucker-segment`` / ``tucker-totalsegmentator`` process, the warm worker's included (never in
-a caller of ``main()``: the tests, a Python user):
+``tucker-segment`` / ``tucker-totalsegmentator`` process, the warm worker's included — the
+process entry points only, never a caller of ``main()`` (the tests, a Python user, Slicer's
+console), since the end of the run freezes the whole interpreter:
 
 * while importing, the youngest generation is collected every 100 000 allocations instead of
   every 700 (garbage is still collected, less often; the peak memory did not change);
-* once the imports are done (:func:`imports_done`: once per process; in the worker, when its
-  first run has imported TS) the objects alive then — modules, classes, functions — are moved
-  out of the collector's sight (``gc.freeze``) and the thresholds go back to Python's, so the
-  run's collections only walk what the run created;
+* once the imports are done (:func:`imports_done`: once per process, before the command runs —
+  after TS's imports for the commands that check TS's version, in the worker after its first
+  run's; other commands import later, at Python's thresholds) the objects alive then —
+  modules, classes, functions — are moved out of the collector's sight (``gc.freeze``) and the
+  thresholds go back to Python's, so the run's collections only walk what the run created;
 * at the end, everything still alive is frozen, so finalization has nothing to walk.
 
-Together: 9.6 s became 7.4–7.7 s, same peak memory, same labels. Frozen objects are still freed
-by reference counting; only cycles among them stay until the process ends, which it then does.
+Together (three interleaved runs each): 9.3–9.8 s became 7.3–7.5 s, same peak memory, same
+labels. Frozen objects are still freed by reference counting; only cycles among them stay until
+the process ends, which it then does — without running their finalizers, so nothing may rely
+on a cycle's ``__del__`` (outputs are written and closed in context managers).
 """
 
 from __future__ import annotations

@@ -556,7 +556,8 @@ def _prepare_model(
         )
         info["runtime"] = plan.options.runtime
         info["openvino_conversion"] = "hit" if hit else "miss"
-        info["openvino_precision"] = network.ran_in  # f32 on a CPU without native bf16
+        # what OpenVINO ran in: f32, bf16 (f32 on a CPU without native bf16), or int8
+        info["openvino_precision"] = "int8" if int8 else network.ran_in
     else:
         fused = plan.options.runtime == "fused" and cpu_fp32
         info["runtime"] = "fused" if fused and fuse(network) else "eager"

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..engine.compress import CompressionSettings, compress_network
 from ..engine.counting import count_network
+from ..errors import TuckerSegmentError
 from ..ts.network_spec import NetworkSpec
 from .precision import autocast
 
@@ -95,8 +96,12 @@ def _peak_memory(network: nn.Module, x: torch.Tensor, device: str, precision: st
 RUNTIMES = ("eager", "fused", "openvino", "openvino-bf16", "openvino-int8")
 
 
-def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) -> nn.Module | None:
-    """``network`` run by ``runtime`` (a copy), or None when that runtime cannot run it here."""
+def _under(
+    runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path, every: bool = True
+) -> nn.Module | None:
+    """``network`` run by ``runtime`` (a copy), or None when that runtime cannot run it here;
+    ``every``: part of ``--runtime all`` (else asked for by name: bf16 without native bf16 is
+    refused)."""
     import copy
 
     from .cpu_fusion import fuse
@@ -107,10 +112,21 @@ def _under(runtime: str, network: nn.Module, spec: NetworkSpec, folder: Path) ->
         fused = copy.deepcopy(network)
         return fused if fuse(fused) else None
     from .calibration import CalibrationRecipe
-    from .openvino_runtime import OPENVINO_RUNTIMES, import_nncf, native_bf16, openvino_network
+    from .openvino_runtime import (
+        OPENVINO_RUNTIMES,
+        import_nncf,
+        native_bf16,
+        openvino_network,
+        version,
+    )
 
-    if runtime == "openvino-bf16" and not native_bf16():
-        return None  # it would run f32: the openvino row again
+    if runtime == "openvino-bf16" and version() is not None and not native_bf16():
+        if not every:
+            raise TuckerSegmentError(
+                "--runtime openvino-bf16: this CPU has no native bf16 (OpenVINO reports none); "
+                "it would run f32, the openvino rows again"
+            )
+        return None  # with `all`: no bf16 rows here
     calibration = None
     if runtime == "openvino-int8":
         try:
@@ -160,7 +176,7 @@ def build_variants(
     original = spec.build("cpu", seed=seed).to(device).eval()
     variants: list[tuple[float, str, nn.Module, nn.Module]] = [(1.0, "eager", original, original)]
     for name in runtimes[1:]:
-        under = _under(name, original, spec, folder / f"original-{name}")
+        under = _under(name, original, spec, folder / f"original-{name}", runtime == "all")
         if under is not None:
             variants.append((1.0, name, under, original))
     for df in dfs:
@@ -175,7 +191,7 @@ def build_variants(
 
             keep_faster_layers(network, originals, layers, spec, device, precision)
         for name in runtimes if runtime == "all" else runtimes[-1:]:
-            under = _under(name, network, spec, folder / f"df{df:g}-{name}")
+            under = _under(name, network, spec, folder / f"df{df:g}-{name}", runtime == "all")
             if under is not None:
                 variants.append((df, name, under, network))
             elif name == "fused" and runtime != "all":  # "all" has its eager row already
@@ -199,7 +215,7 @@ def build_given_variants(
     for index, (label, df, network) in enumerate(given):
         network = network.to(device).eval()
         for name in runtimes if runtime == "all" else runtimes[-1:]:
-            under = _under(name, network, spec, folder / f"given{index}-{name}")
+            under = _under(name, network, spec, folder / f"given{index}-{name}", runtime == "all")
             if under is not None:
                 variants.append((df, name, under, network))
             elif runtime != "all":  # a runtime that cannot run this network: its eager row

@@ -18,6 +18,7 @@ import torch
 from ..errors import TuckerSegmentError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+REDUCED_PRECISION_RUNTIMES = ("openvino-bf16", "openvino-int8")  # labels close to fp32, not equal
 
 
 @dataclass
@@ -155,6 +156,8 @@ def _benchmark_note(results: dict[str, Any], device: str, df: float) -> str | No
     recommended DF and, separately, what lower DFs would gain and cost."""
     rows = [r for r in results.get("rows", []) if r.get("device", "").startswith(device)]
     rows = [r for r in rows if r.get("df", 1.0) < 1.0 and "speedup" in r]
+    # full precision only: bf16 and int8 rows are options with other labels, not the DF's speed
+    rows = [r for r in rows if r.get("runtime") not in REDUCED_PRECISION_RUNTIMES]
     if not rows:
         return None
     at = [r for r in rows if abs(r["df"] - df) < 1e-9]

@@ -9,7 +9,8 @@ saved beside the compressed model in the cache; a damaged or stale conversion (t
 is rebuilt, never used. The compiled model plugs into nnU-Net's predictor where the torch network
 did: TS's pipeline is unchanged. fp32, or bf16 with ``--runtime openvino-bf16``: the same
 conversion, compiled with OpenVINO's bf16 hint, which it follows only on CPUs with native bf16
-(AVX512_BF16 or AMX) and otherwise runs in f32; the compiled model says which it ran.
+(AVX512_BF16, AMX: where OpenVINO reports BF16) and otherwise runs in f32; the compiled model
+says which it ran.
 
 Privacy: ``import openvino`` sends a usage event to Google Analytics unless the user opted out
 (its model converter's telemetry, found by this project's network guard). OpenVINO falls back to
@@ -107,7 +108,8 @@ def _weights_digest(network: nn.Module) -> str:
 
 
 class OpenVINONetwork(nn.Module):
-    """A compiled OpenVINO model behind a torch module's forward (CPU, fp32).
+    """A compiled OpenVINO model behind a torch module's forward (CPU; fp32, or bf16 where
+    asked for and native: ``ran_in`` says which).
 
     nnU-Net predicts every patch at the plan's patch size (smaller images are padded to it), so
     the model is also compiled for that one static shape: OpenVINO's first inference of a new
@@ -172,8 +174,8 @@ OPENVINO_RUNTIMES = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8
 
 
 def native_bf16() -> bool:
-    """Whether OpenVINO runs bf16 natively on this CPU (AVX512_BF16 or AMX), by its own report;
-    elsewhere a bf16 hint runs f32."""
+    """Whether OpenVINO runs bf16 natively on this CPU (e.g. AVX512_BF16, AMX), by its own
+    report; elsewhere a bf16 hint runs f32."""
     core = import_openvino().Core()
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -360,4 +362,5 @@ def openvino_network(
         converted = OpenVINONetwork(
             _load(folder, digest, calibration_digest), out_channels, static, precision
         )
+        converted._request_for(static or (1, in_channels, *example_size(network)))  # ran_in
     return converted, hit
