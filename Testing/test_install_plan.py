@@ -437,7 +437,8 @@ def test_pip_plans_only_additions_and_the_cli_runs_on_the_result(
         text=True,
     ).stdout.strip()
 
-    # pip sees the stand-ins as installed (offline, under the guard)
+    # pip sees the stand-ins as installed (offline, under the guard); the caller's own
+    # PYTHONPATH stays out (a source tree there, with its egg-info, would be listed too)
     listed = _pip(
         "--disable-pip-version-check",
         "--python",
@@ -445,7 +446,7 @@ def test_pip_plans_only_additions_and_the_cli_runs_on_the_result(
         "list",
         "--format",
         "json",
-        env=dict(os.environ),
+        env={**os.environ, "PYTHONPATH": str(GUARD_DIR)},
     )
     assert listed.returncode == 0, listed.stderr
     assert {normalize(d["name"]): d["version"] for d in json.loads(listed.stdout)} == standins
