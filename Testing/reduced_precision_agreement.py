@@ -1,11 +1,13 @@
 """int8 (NNCF, `--runtime openvino-int8`) or bf16 (`--runtime openvino-bf16`) against
 fp32 on the test models: the issue's rule is to make a reduced precision a default only where
-the mean Dice against fp32 stays ≥ 0.99. Segments held-out phantoms in fast mode (3 mm model)
+the mean Dice against fp32 stays ≥ 0.99. Also the fp32 runtimes `fused` and `openvino`, which hand
+nnU-Net their logits in fp16 (the dtype it sums them in), against torch's fp32 logits. Segments held-out phantoms in fast mode (3 mm model)
 and full mode (five experts), at the default DFs, with the fp32 torch runtime and with the
 candidate, and prints the mean Dice over the structures present and the share of identical
 voxels.
 
-    .venv/bin/python Testing/reduced_precision_agreement.py [--candidate int8|bf16] [--seeds 701 702]
+    .venv/bin/python Testing/reduced_precision_agreement.py [--candidate int8|bf16|fused|openvino]
+        [--seeds 701 702]
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ MODELS = HERE.parent / "TuckerSegment" / "TuckerSegmentLib" / "demo" / "models"
 CANDIDATES = {
     "int8": ("openvino-int8", "fp32"),
     "bf16": ("openvino-bf16", "fp32"),
+    "fused": ("fused", "fp32"),  # fp32 networks, fp16 logits handed over
+    "openvino": ("openvino", "fp32"),
 }  # runtime, precision
 
 

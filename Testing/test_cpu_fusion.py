@@ -35,8 +35,10 @@ def _nonzero_norms(network: torch.nn.Module, seed: int) -> None:
 
 
 def _outputs(network, x):
+    """The plain network's output and the fused one's, its logits in fp32 (the math, checked
+    to fp32 tolerance; the fp16 handover is tested on its own)."""
     fused = copy.deepcopy(network)
-    assert fuse(fused)
+    assert fuse(fused, logits=torch.float32)
     with torch.no_grad():
         return network(x), fused(x)
 
@@ -77,6 +79,25 @@ def test_fused_mixed_network_matches_when_some_layers_stay_original():
     assert TuckerConv3d in kinds and torch.nn.ConvTranspose3d in kinds
     want, got = _outputs(network, torch.randn(PATCH))
     _close(got, want)
+
+
+def test_fused_logits_are_handed_over_in_fp16():
+    """By default the head writes nnU-Net's fp16: the fp32 logits rounded (one fp16 step at
+    most, where the product's order of summation differed)."""
+    network = _spec().build("cpu", seed=10).eval()
+    _nonzero_norms(network, 10)
+    compress_network(network, CompressionSettings(df=0.3, rank_floor=4))
+    full, half = copy.deepcopy(network), copy.deepcopy(network)
+    assert fuse(full, logits=torch.float32) and fuse(half)
+    x = torch.randn(PATCH)
+    with torch.no_grad():
+        want, got = full(x), half(x)
+    assert got.dtype == torch.float16 and got.shape == want.shape and got.is_contiguous()
+    step = torch.finfo(torch.float16).eps * want.abs().clamp_min(2**-14)
+    assert ((got.float() - want).abs() <= step).all()
+    with torch.no_grad():  # the head alone (no fused stage before it) writes fp16 too
+        head = half.decoder.seg_layers[-1]
+        assert head(torch.randn(1, head.in_channels, 8, 8, 8)).dtype == torch.float16
 
 
 def test_fusion_keeps_the_state_dict_and_survives_copies():

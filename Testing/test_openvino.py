@@ -107,6 +107,8 @@ def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_pat
         expected = network(x)
     got = converted(x)
     assert got.shape == expected.shape
+    assert got.dtype == torch.float16, "logits are handed to nnU-Net in the fp16 it sums them in"
+    got = got.float()
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
     _, hit = openvino_network(network, 1, spec.num_classes, tmp_path)
     assert hit
@@ -114,7 +116,7 @@ def test_openvino_gives_the_torch_outputs_converted_once(compressed_3mm, tmp_pat
     # result held while the next patch runs (nnU-Net's mirroring sums several) stays valid
     static, _ = openvino_network(network, 1, spec.num_classes, tmp_path, patch_size=(48, 64, 80))
     y = torch.randn(1, 1, 48, 64, 80)
-    got, again = static(x), static(y)
+    got, again = static(x).float(), static(y).float()
     with torch.no_grad():
         expected_y = network(y)
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
@@ -133,7 +135,7 @@ def test_bf16_is_the_same_conversion_compiled_for_bf16(compressed_3mm, tmp_path)
     assert fp32.ran_in == "f32"
     assert bf16.ran_in == ("bf16" if native_bf16() else "f32")
     x = torch.randn(1, 1, 32, 32, 32)
-    want, got = fp32(x), bf16(x)
+    want, got = fp32(x).float(), bf16(x).float()
     scale = float(want.abs().max())
     assert torch.allclose(got, want, atol=0.05 * scale)  # bf16 keeps 8 bits of mantissa
     if bf16.ran_in == "bf16":
@@ -159,7 +161,45 @@ def test_blocks_that_would_not_pay_are_converted_as_one_conv(tmp_path):
         assert torch.allclose(converted_from(x), expected, rtol=1e-4, atol=1e-4)
     converted, _ = openvino_network(network, 1, spec.num_classes, tmp_path)
     scale = float(expected.abs().max())
-    assert torch.allclose(converted(x), expected, rtol=1e-3, atol=1e-3 * scale)
+    assert torch.allclose(converted(x).float(), expected, rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_logits_are_the_fp32_ones_rounded_to_fp16(compressed_3mm, tmp_path):
+    """The fp16 handover changes nothing but the rounding nnU-Net's fp16 sum applies anyway:
+    the same compiled network asked for fp32 logits gives these, rounded."""
+    spec, network = compressed_3mm
+    half, _ = openvino_network(network, 1, spec.num_classes, tmp_path, patch_size=(32, 48, 32))
+    full, hit = openvino_network(
+        network, 1, spec.num_classes, tmp_path, patch_size=(32, 48, 32), logits=torch.float32
+    )
+    assert hit, "one conversion: the logits' dtype is set when compiling"
+    x = torch.randn(1, 1, 32, 48, 32)
+    got, want = half(x), full(x)
+    assert (got.dtype, want.dtype) == (torch.float16, torch.float32)
+    assert torch.equal(got, want.half())
+    assert half(torch.randn(1, 1, 32, 32, 64)).dtype == torch.float16, "dynamic shapes too"
+
+
+def test_skip_concatenations_are_merged_away(compressed_3mm, tmp_path):
+    """Where a decoder stage's transposed conv and first block are Tucker blocks, the converted
+    graph sums two 1×1×1 convs instead of concatenating: the same function, no Concat left."""
+    from TuckerSegmentLib.runtime.openvino_runtime import import_openvino, with_skip_merges
+
+    spec, network = compressed_3mm
+    merged = with_skip_merges(network)
+    assert merged is not network and len(merged.decoder.skip_merges) == 4
+    x = torch.randn(1, 1, 32, 64, 48)
+    with torch.no_grad():
+        expected = network(x)
+        assert torch.allclose(
+            merged(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
+        )
+    assert not hasattr(network.decoder, "skip_merges"), "the network itself is untouched"
+    openvino_network(network, 1, spec.num_classes, tmp_path)
+    model = import_openvino().Core().read_model(str(tmp_path / FOLDER / "model.xml"))
+    assert "Concat" not in {op.get_type_name() for op in model.get_ops()}
+    original = builtin_spec("3mm").build("cpu", seed=0).eval()
+    assert with_skip_merges(original) is original, "nothing to merge without Tucker blocks"
 
 
 def test_damaged_or_stale_conversions_are_rebuilt(compressed_3mm, tmp_path):
@@ -175,7 +215,7 @@ def test_damaged_or_stale_conversions_are_rebuilt(compressed_3mm, tmp_path):
     assert not hit
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(converted(x), other(x), rtol=1e-3, atol=1e-3)
+        assert torch.allclose(converted(x).float(), other(x), rtol=1e-3, atol=1e-3)
 
 
 def test_openvino_converts_an_expert_deeper_than_the_3mm_network(tmp_path):
@@ -193,7 +233,7 @@ def test_openvino_converts_an_expert_deeper_than_the_3mm_network(tmp_path):
     with torch.no_grad():
         expected = network(x)
     assert torch.allclose(
-        converted(x), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())
+        converted(x).float(), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())
     )
 
 

@@ -215,8 +215,10 @@ def test_eager_runtime_gives_the_labels_of_the_fused_runtime(
     assert sidecar["settings"]["allocator"] == "default"
     eager, _ = load_labels(out)
     fused, _ = load_labels(fast_run[0])
-    # same network, same math: only fp32 rounding may flip a voxel whose top two logits tie
-    assert np.mean(eager == fused) > 0.9999
+    # same network, same math; the fused runtime hands nnU-Net fp16 logits (its summing dtype),
+    # torch fp32 ones: only rounding may flip a voxel whose top two logits nearly tie (99.986 %
+    # identical on four held-out phantoms, Testing/reduced_precision_agreement.py)
+    assert np.mean(eager == fused) > 0.9995
 
 
 @needs_shared

@@ -11,7 +11,8 @@ network with fewer passes, without changing what it computes (fp32 tolerance):
   diag(W Σ Wᵀ)), so the C-channel output is written once, normalized, then activated in place;
 - in the decoder, transposed conv, skip concatenation and the next block's first 1×1×1 conv are
   one linear map, applied without building the concatenated tensor;
-- the 1×1×1 segmentation head is one matrix product writing nnU-Net's layout directly.
+- the 1×1×1 segmentation head is one matrix product writing nnU-Net's layout directly, in the
+  fp16 nnU-Net sums the logits in (precision.LOGITS_DTYPE), chunk by chunk from cache.
 
 Applied by switching module classes (the state dict is unchanged). Only for fp32 on the CPU and
 the PlainConvUNet layout TS uses; anything else runs the modules' own forward.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.tucker_block import TuckerConv3d
+from .precision import LOGITS_DTYPE
 
 _CL = torch.channels_last_3d
 
@@ -119,20 +121,29 @@ class Projection:
     weight: torch.Tensor  # (K, C)
     bias: torch.Tensor | None = None
     channels_first: bool = False  # write (K, voxels), nnU-Net's layout for the head
+    dtype: torch.dtype = torch.float32  # of what is written (the head: LOGITS_DTYPE)
 
     def empty(self, n_rows: int) -> torch.Tensor:
         k = self.weight.shape[0]
-        return torch.empty((k, n_rows) if self.channels_first else (n_rows, k))
+        return torch.empty((k, n_rows) if self.channels_first else (n_rows, k), dtype=self.dtype)
 
     def apply(self, chunk: torch.Tensor, out: torch.Tensor, part: slice) -> None:
         if self.channels_first:
-            result = torch.mm(self.weight, chunk.T, out=out[:, part])
+            target = out[:, part]
+            result = torch.mm(self.weight, chunk.T, out=target if _same(target) else None)
             bias = None if self.bias is None else self.bias[:, None]
         else:
-            result = torch.mm(chunk, self.weight.T, out=out[part])
+            target = out[part]
+            result = torch.mm(chunk, self.weight.T, out=target if _same(target) else None)
             bias = self.bias
         if bias is not None:
             result.add_(bias)
+        if result is not target:  # computed in fp32 in cache, written rounded
+            target.copy_(result)
+
+
+def _same(target: torch.Tensor) -> bool:
+    return target.dtype == torch.float32
 
 
 def _pointwise_activated(
@@ -292,18 +303,17 @@ class FusedStack(nn.Module):
 
 
 class FusedHead(nn.Conv3d):
-    """A 1×1×1 segmentation head as one matrix product writing (1, C, D, H, W) contiguous."""
+    """A 1×1×1 segmentation head as one matrix product writing (1, C, D, H, W) contiguous, in
+    LOGITS_DTYPE."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _active(x) or x.shape[0] != 1:
             return super().forward(x)
         rows = _rows(x)
-        weight = _matrix(self)
-        out = torch.empty(self.out_channels, rows.shape[0], dtype=x.dtype)
+        head = _head_projection(self)
+        out = head.empty(rows.shape[0])
         for part in _chunks(rows.shape[0], self.out_channels):
-            chunk = torch.mm(weight, rows[part].T, out=out[:, part])
-            if self.bias is not None:
-                chunk.add_(self.bias[:, None])
+            head.apply(rows[part], out, part)
         return out.view(1, self.out_channels, *x.shape[2:])
 
 
@@ -351,7 +361,8 @@ def _decoder_step(
 
 def _head_projection(head: nn.Module) -> Projection | None:
     if type(head) in (nn.Conv3d, FusedHead) and head.kernel_size == (1, 1, 1):
-        return Projection(_matrix(head), head.bias, channels_first=True)
+        dtype = getattr(head, "logits_dtype", LOGITS_DTYPE)  # set by fuse()
+        return Projection(_matrix(head), head.bias, channels_first=True, dtype=dtype)
     return None
 
 
@@ -403,8 +414,9 @@ def fusable(network: nn.Module) -> bool:
     )
 
 
-def fuse(network: nn.Module) -> bool:
-    """Switch ``network`` (in place) to fused CPU execution; False if its layout is not supported."""
+def fuse(network: nn.Module, logits: torch.dtype = LOGITS_DTYPE) -> bool:
+    """Switch ``network`` (in place) to fused CPU execution, its head writing ``logits``; False
+    if its layout is not supported."""
     if not fusable(network):
         return False
     for module in network.modules():
@@ -420,4 +432,5 @@ def fuse(network: nn.Module) -> bool:
     head = network.decoder.seg_layers[-1]
     if type(head) is nn.Conv3d:
         head.__class__ = FusedHead
+    head.logits_dtype = logits
     return True

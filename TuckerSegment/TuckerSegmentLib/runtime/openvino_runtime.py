@@ -10,7 +10,8 @@ is rebuilt, never used. The compiled model plugs into nnU-Net's predictor where 
 did: TS's pipeline is unchanged. fp32, or bf16 with ``--runtime openvino-bf16``: the same
 conversion, compiled with OpenVINO's bf16 hint, which it follows only on CPUs with native bf16
 (AVX512_BF16, AMX: where OpenVINO reports BF16) and otherwise runs in f32; the compiled model
-says which it ran.
+says which it ran. The logits leave it in fp16 (:data:`~.precision.LOGITS_DTYPE`: what nnU-Net
+accumulates them in), written by OpenVINO's own last layout change.
 
 Privacy: ``import openvino`` sends a usage event to Google Analytics unless the user opted out
 (its model converter's telemetry, found by this project's network guard). OpenVINO falls back to
@@ -30,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine.tucker_block import TuckerConv3d
 from ..errors import TuckerSegmentError, first_line
+from .precision import LOGITS_DTYPE
 
 if TYPE_CHECKING:
     from .calibration import CalibrationRecipe
@@ -41,7 +44,7 @@ CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing, at 
 # 1.54× at 0.8, 1.44× with plain blocks, 1.19× at the fused runtime's break-even of 0.5; DF 0.9
 # (0.88–1.98) 1.07× composed, 0.87× plain; DF 0.5 alike at any of them (README, Performance).
 DENSE_SHARE = 0.8
-CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-v2"  # changed: reconvert
+CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-skip-merged-v3"  # changed: reconvert
 # NNCF's int8 settings (its defaults), recorded with each quantized model: a change requantizes.
 # Tried against them on 2026-12-01 (labels vs OpenVINO fp32 on six held-out phantom patches, mean
 # Dice over the structures present; DF 0.3 timed in one process on the full-size 3 mm network):
@@ -122,10 +125,12 @@ class OpenVINONetwork(nn.Module):
         out_channels: int,
         static_shape: tuple[int, ...] | None,
         precision: str = "fp32",
+        logits: torch.dtype = LOGITS_DTYPE,
     ) -> None:
         super().__init__()
         self.out_channels = out_channels
         self.precision = precision
+        self.logits = logits
         self.ran_in: str | None = None
         self._model = model
         self._requests: dict[tuple[int, ...] | None, Any] = {}
@@ -140,6 +145,8 @@ class OpenVINONetwork(nn.Module):
             model = self._model.clone()
             if key is not None:
                 model.reshape(list(key))
+            if self.logits == torch.float16:
+                model = _logits_in_fp16(model)
             compiled = _compile(model, self.precision)
             # what OpenVINO runs in on this CPU: f32, or bf16 where asked for and native
             self.ran_in = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
@@ -161,8 +168,8 @@ class OpenVINONetwork(nn.Module):
             return torch.from_numpy(next(iter(result.values())).copy())
         # The static request writes into a tensor of ours: OpenVINO's own output buffer is
         # overwritten by the next pass (nnU-Net's mirroring sums several), and copying it out
-        # cost a pass over the logits (760 MB for the 3 mm patch) per patch.
-        out = torch.empty(tuple(request.get_output_tensor(0).shape))
+        # cost a pass over the logits (380 MB in fp16 for the 3 mm patch) per patch.
+        out = torch.empty(tuple(request.get_output_tensor(0).shape), dtype=self.logits)
         request.set_output_tensor(0, self._tensor(out.numpy(), shared_memory=True))
         request.infer(inputs, share_inputs=True)
         return out
@@ -178,6 +185,18 @@ def native_bf16() -> bool:
     report; elsewhere a bf16 hint runs f32."""
     core = import_openvino().Core()
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _logits_in_fp16(model):  # noqa: ANN001, ANN202
+    """``model`` with its output converted to fp16 inside OpenVINO's last layout change (the
+    network still computes in its own precision). Half the bytes written per patch: 6 % of a
+    DF 0.3 patch's time, and nnU-Net's accumulation of fp16 logits into its fp16 sum ran ~10×
+    faster on the CPU than of fp32 ones (mixed dtypes take PyTorch's slow path; 43 against 560 ms
+    per 3 mm patch, measured 2026-12-01)."""
+    ov = import_openvino()
+    steps = ov.preprocess.PrePostProcessor(model)
+    steps.output(0).tensor().set_element_type(ov.Type.f16)
+    return steps.build()
 
 
 def _compile(model, precision: str = "fp32"):  # noqa: ANN001, ANN202
@@ -243,7 +262,6 @@ def with_dense_blocks(network: nn.Module) -> nn.Module:
     plain blocks ran slower than the original under OpenVINO (0.94× against 1.13×, README); the
     first conv (one input channel) and the transposed convs count more work as blocks than
     composed at any DF ≥ 0.7. The fused runtime applies the same count at its own break-even."""
-    from ..engine.tucker_block import TuckerConv3d
 
     def dear(module: nn.Module) -> bool:
         return isinstance(module, TuckerConv3d) and module.work_share() > DENSE_SHARE
@@ -262,6 +280,87 @@ def with_dense_blocks(network: nn.Module) -> nn.Module:
     return copied
 
 
+class SkipMerge(nn.Module):
+    """One decoder stage's transposed Tucker block, skip concatenation and the next Tucker
+    block's first 1×1×1 conv as two 1×1×1 convs summed: first(cat(last·t + b, skip)) =
+    (U₁·last)·t + U₂·skip + U₁·b, with t the transposed block's core output. The same function
+    (up to rounding) without the concatenated tensor or the upsampled C-channel one (the fused
+    runtime's decoder step, here written into the OpenVINO graph). Measured on one DF 0.3 3 mm
+    patch: the concatenations alone were 4.7 % of OpenVINO's time (its generic copy: a
+    channels-last concat cannot be done in place)."""
+
+    def __init__(self, tconv: TuckerConv3d, first: nn.Conv3d) -> None:
+        super().__init__()
+        u = first.weight.detach().reshape(first.out_channels, -1)
+        c_up = tconv.out_channels
+        u1, u2 = u[:, :c_up], u[:, c_up:]
+        last = tconv.last.weight.detach().reshape(c_up, -1)
+        self.up_first, self.up_core = tconv.first, tconv.core
+        self.low = nn.Conv3d(last.shape[1], u.shape[0], 1, bias=True)
+        self.skip = nn.Conv3d(u2.shape[1], u.shape[0], 1, bias=False)
+        with torch.no_grad():
+            self.low.weight.copy_((u1 @ last)[..., None, None, None])
+            bias = torch.zeros(u.shape[0]) if tconv.last.bias is None else u1 @ tconv.last.bias
+            self.low.bias.copy_(bias + (0 if first.bias is None else first.bias.detach()))
+            self.skip.weight.copy_(u2[..., None, None, None])
+
+    def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.low(self.up_core(self.up_first(low))) + self.skip(skip)
+
+
+def _merge_plan(decoder: nn.Module) -> dict[int, SkipMerge]:
+    """The decoder stages whose transposed conv and first block are both Tucker blocks (run as
+    blocks, not composed), each with its merge."""
+    merges: dict[int, SkipMerge] = {}
+    if getattr(decoder, "deep_supervision", True) or not hasattr(decoder, "transpconvs"):
+        return merges
+    for s, stage in enumerate(decoder.stages):
+        tconv, block = decoder.transpconvs[s], stage.convs[0]
+        conv = getattr(block, "conv", None)
+        if isinstance(tconv, TuckerConv3d) and isinstance(conv, TuckerConv3d):
+            merges[s] = SkipMerge(tconv, conv.first)
+    return merges
+
+
+class SkipMergedDecoder(nn.Module):
+    """Class swapped onto the converted copy's nnU-Net UNetDecoder: its forward (inference, no
+    deep supervision) with each planned stage's :class:`SkipMerge` in place of the transposed
+    conv, the concatenation and the first block's first conv."""
+
+    def forward(self, skips):  # noqa: ANN001, ANN201
+        low = skips[-1]
+        for s, stage in enumerate(self.stages):
+            skip = skips[-(s + 2)]
+            if str(s) in self.skip_merges:
+                block = stage.convs[0]
+                x = self.skip_merges[str(s)](low, skip)
+                x = block.all_modules[1:](block.conv.last(block.conv.core(x)))
+                low = stage.convs[1:](x)
+            else:
+                low = stage(torch.cat((self.transpconvs[s](low), skip), 1))
+        return self.seg_layers[-1](low)
+
+
+def with_skip_merges(network: nn.Module) -> nn.Module:
+    """``network`` (a copy already, from :func:`with_dense_blocks`, or copied here) with its
+    decoder's concatenations merged away where :func:`_merge_plan` finds Tucker blocks on both
+    sides; unchanged when none."""
+    decoder = getattr(network, "decoder", None)
+    merges = _merge_plan(decoder) if decoder is not None else {}
+    if not merges:
+        return network
+    import copy
+
+    copied = copy.deepcopy(network)
+    decoder = copied.decoder
+    decoder.skip_merges = nn.ModuleDict(
+        {str(s): merge for s, merge in _merge_plan(decoder).items()}
+    )
+    base = type(decoder)
+    decoder.__class__ = type(f"SkipMerged{base.__name__}", (SkipMergedDecoder, base), {})
+    return copied
+
+
 def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Calibration) -> None:
     ov = import_openvino()
 
@@ -275,7 +374,9 @@ def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Ca
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         try:
             model = ov.convert_model(
-                with_dense_blocks(network).eval(), example_input=example, input=[shape]
+                with_skip_merges(with_dense_blocks(network)).eval(),
+                example_input=example,
+                input=[shape],
             )
         except Exception as error:  # noqa: BLE001 - OpenVINO's errors are pages of traceback
             cause = error  # OpenVINO wraps the tracer's error: the innermost one says why
@@ -327,12 +428,14 @@ def openvino_network(
     patch_size: list[int] | tuple[int, ...] | None = None,
     calibration: Calibration = None,
     precision: str = "fp32",
+    logits: torch.dtype = LOGITS_DTYPE,
 ) -> tuple[OpenVINONetwork, bool]:
     """The OpenVINO version of ``network``, converted once into ``cache_dir``/openvino, and
     compiled for ``patch_size`` (nnU-Net's patch) as well. With ``calibration`` (a
     CalibrationRecipe, or patches of network input) it is NNCF's int8 quantization instead, in
     ``cache_dir``/openvino-int8; a recipe makes its patches only when quantizing. ``precision``
-    (fp32, bf16) is a compile-time hint: one conversion serves both.
+    (fp32, bf16) is a compile-time hint: one conversion serves both; so is ``logits``, the dtype
+    the logits are handed over in.
     Returns the network and whether the conversion came from the cache."""
     if version() is None:
         raise TuckerSegmentError(
@@ -353,14 +456,14 @@ def openvino_network(
     try:
         # compiling (the patch shape, else the dynamic model) is what finds a damaged file
         converted = OpenVINONetwork(
-            _load(folder, digest, calibration_digest), out_channels, static, precision
+            _load(folder, digest, calibration_digest), out_channels, static, precision, logits
         )
         converted._request_for(static or (1, in_channels, *example_size(network)))
     except Exception:  # noqa: BLE001 - missing, damaged or stale: rebuild, never use it
         hit = False
         _convert(network, in_channels, folder, calibration)
         converted = OpenVINONetwork(
-            _load(folder, digest, calibration_digest), out_channels, static, precision
+            _load(folder, digest, calibration_digest), out_channels, static, precision, logits
         )
         converted._request_for(static or (1, in_channels, *example_size(network)))  # ran_in
     return converted, hit

@@ -14,6 +14,12 @@ from torch import nn
 from ..errors import TuckerSegmentError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# The dtype in which the CPU runtimes (OpenVINO, fused) hand a patch's logits to nnU-Net, whatever
+# precision they compute in: nnU-Net sums the Gaussian-weighted logits in fp16 (and under CUDA
+# autocast the network itself returns fp16), so fp32 logits are rounded there anyway; rounded
+# here, they are half the bytes to write, and nnU-Net's CPU accumulation runs without mixed
+# dtypes (PyTorch's slow path). Eager torch (what TS runs) keeps its own dtype.
+LOGITS_DTYPE = torch.float16
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
