@@ -1,7 +1,8 @@
 """int8 (NNCF, `--runtime openvino-int8`) or bf16 (`--runtime openvino-bf16`) against
 fp32 on the test models: the issue's rule is to make a reduced precision a default only where
-the mean Dice against fp32 stays ≥ 0.99. Also the fp32 runtimes `fused` and `openvino`, which hand
-nnU-Net their logits in fp16 (the dtype it sums them in), against torch's fp32 logits. Segments held-out phantoms in fast mode (3 mm model)
+the mean Dice against fp32 stays ≥ 0.99. Also the fp32 runtimes `fused` and `openvino`, which
+hand nnU-Net their logits in fp16 (the dtype it sums them in). The reference is always torch
+eager in fp32 with fp32 logits (`--runtime eager`); every OpenVINO candidate hands fp16 logits. Segments held-out phantoms in fast mode (3 mm model)
 and full mode (five experts), at the default DFs, with the fp32 torch runtime and with the
 candidate, and prints the mean Dice over the structures present and the share of identical
 voxels.

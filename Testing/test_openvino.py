@@ -176,7 +176,8 @@ def test_logits_are_the_fp32_ones_rounded_to_fp16(compressed_3mm, tmp_path):
     x = torch.randn(1, 1, 32, 48, 32)
     got, want = half(x), full(x)
     assert (got.dtype, want.dtype) == (torch.float16, torch.float32)
-    assert torch.equal(got, want.half())
+    step = torch.finfo(torch.float16).eps * want.abs().clamp_min(2**-14)  # one fp16 step at most:
+    assert ((got.float() - want).abs() <= step).all()  # the two graphs may add the bias apart
     assert half(torch.randn(1, 1, 32, 32, 64)).dtype == torch.float16, "dynamic shapes too"
 
 

@@ -99,6 +99,52 @@ def test_benchmark_command_reports_and_saves_rows(isolated_home):
     assert info["benchmark"] == str(saved)
 
 
+@pytest.mark.parametrize(
+    ("available_mib", "reading", "held"),
+    [(1.0, 100.0, False), (1e9, 100.0, True), (1e9, None, False)],
+)
+def test_benchmark_holds_compiled_models_only_where_they_fit(
+    monkeypatch, available_mib, reading, held
+):
+    """Each OpenVINO row is released after its memory reading; through the timing all stay
+    compiled where their measured memory fits in 3/4 of what is available, else (or when a
+    reading is missing) each is compiled, warmed and released around its own timed pass
+    (`--runtime all` over the DF grid held ~1.1 GB per 3 mm row, more than the 24 GB the CI
+    machine has)."""
+    from TuckerSegmentLib.runtime import benchmark
+    from TuckerSegmentLib.runtime.openvino_runtime import OpenVINONetwork
+
+    events = []
+    release, forward = OpenVINONetwork.release, OpenVINONetwork.forward
+    monkeypatch.setattr(
+        OpenVINONetwork,
+        "release",
+        lambda self: (events.append((id(self), "release")), release(self))[1],
+    )
+    monkeypatch.setattr(
+        OpenVINONetwork,
+        "forward",
+        lambda self, x: (events.append((id(self), "pass")), forward(self, x))[1],
+    )
+    monkeypatch.setattr(benchmark, "_available_mib", lambda: available_mib)
+    monkeypatch.setattr(benchmark, "_peak_memory", lambda *args: reading)
+    rows = benchmark.run_benchmark(_small_spec(), [0.5], repeats=2, runtime="openvino")
+    assert [(r.df, r.runtime) for r in rows] == [
+        (1.0, "eager"),
+        (1.0, "openvino"),
+        (0.5, "openvino"),
+    ]
+    assert all(r.median_ms > 0 for r in rows)
+    networks = list(dict.fromkeys(n for n, _ in events))
+    assert len(networks) == 2
+    for network in networks:
+        seen = [event for n, event in events if n == network]
+        # after the memory reading (patched here: no pass), released; then
+        timed = ["pass", "pass"] if held else ["pass", "pass", "release"] * 2
+        warmup = ["pass"] if held else []  # one warm-up pass, or one before each timed pass
+        assert seen == ["release", *warmup, *timed], seen
+
+
 def test_benchmark_eager_runtime_and_default_allocator(isolated_home):
     result = run_cli(
         "benchmark",

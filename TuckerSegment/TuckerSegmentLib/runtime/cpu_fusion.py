@@ -3,7 +3,8 @@
 At full resolution a TS network is memory-bound on a CPU: every 1×1×1 conv, instance norm and
 activation streams a tensor of 1.6 M voxels × C channels. Tucker blocks add two such passes per
 conv, which is why the plain blocks barely beat the original there. This module runs the same
-network with fewer passes, without changing what it computes (fp32 tolerance):
+network with fewer passes, computing the same in fp32 (to fp32 tolerance); only the logits are
+handed over rounded to fp16 (below):
 
 - channels-last layout throughout, so 1×1×1 convs are plain matrix products (no reorders);
 - instance norm folded into the Tucker block's last 1×1×1 conv: the output's mean and variance
@@ -304,7 +305,8 @@ class FusedStack(nn.Module):
 
 class FusedHead(nn.Conv3d):
     """A 1×1×1 segmentation head as one matrix product writing (1, C, D, H, W) contiguous, in
-    LOGITS_DTYPE."""
+    the dtype fuse() set (LOGITS_DTYPE); outside the fused path (a batch, autocast) the conv's
+    own forward and dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _active(x) or x.shape[0] != 1:

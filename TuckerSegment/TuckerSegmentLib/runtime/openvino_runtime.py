@@ -11,7 +11,7 @@ did: TS's pipeline is unchanged. fp32, or bf16 with ``--runtime openvino-bf16``:
 conversion, compiled with OpenVINO's bf16 hint, which it follows only on CPUs with native bf16
 (AVX512_BF16, AMX: where OpenVINO reports BF16) and otherwise runs in f32; the compiled model
 says which it ran. The logits leave it in fp16 (:data:`~.precision.LOGITS_DTYPE`: what nnU-Net
-accumulates them in), written by OpenVINO's own last layout change.
+accumulates them in), converted by OpenVINO at its output.
 
 Privacy: ``import openvino`` sends a usage event to Google Analytics unless the user opted out
 (its model converter's telemetry, found by this project's network guard). OpenVINO falls back to
@@ -128,6 +128,8 @@ class OpenVINONetwork(nn.Module):
         logits: torch.dtype = LOGITS_DTYPE,
     ) -> None:
         super().__init__()
+        if logits not in (torch.float16, torch.float32):
+            raise ValueError(f"logits are handed over in fp16 or fp32, not {logits}")
         self.out_channels = out_channels
         self.precision = precision
         self.logits = logits
@@ -188,8 +190,8 @@ def native_bf16() -> bool:
 
 
 def _logits_in_fp16(model):  # noqa: ANN001, ANN202
-    """``model`` with its output converted to fp16 inside OpenVINO's last layout change (the
-    network still computes in its own precision). Half the bytes written per patch: 6 % of a
+    """``model`` with its output converted to fp16 by OpenVINO (the network still computes in
+    its own precision). Half the bytes written per patch: 6 % of a
     DF 0.3 patch's time, and nnU-Net's accumulation of fp16 logits into its fp16 sum ran ~10×
     faster on the CPU than of fp32 ones (mixed dtypes take PyTorch's slow path; 43 against 560 ms
     per 3 mm patch, measured 2026-12-01)."""
@@ -296,35 +298,40 @@ class SkipMerge(nn.Module):
         u1, u2 = u[:, :c_up], u[:, c_up:]
         last = tconv.last.weight.detach().reshape(c_up, -1)
         self.up_first, self.up_core = tconv.first, tconv.core
-        self.low = nn.Conv3d(last.shape[1], u.shape[0], 1, bias=True)
+        biased = tconv.last.bias is not None or first.bias is not None
+        self.low = nn.Conv3d(last.shape[1], u.shape[0], 1, bias=biased)
         self.skip = nn.Conv3d(u2.shape[1], u.shape[0], 1, bias=False)
         with torch.no_grad():
             self.low.weight.copy_((u1 @ last)[..., None, None, None])
-            bias = torch.zeros(u.shape[0]) if tconv.last.bias is None else u1 @ tconv.last.bias
-            self.low.bias.copy_(bias + (0 if first.bias is None else first.bias.detach()))
+            if biased:
+                bias = torch.zeros(u.shape[0])
+                if tconv.last.bias is not None:
+                    bias += u1 @ tconv.last.bias.detach()
+                if first.bias is not None:
+                    bias += first.bias.detach()
+                self.low.bias.copy_(bias)
             self.skip.weight.copy_(u2[..., None, None, None])
 
     def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.low(self.up_core(self.up_first(low))) + self.skip(skip)
 
 
-def _merge_plan(decoder: nn.Module) -> dict[int, SkipMerge]:
+def _mergeable_stages(decoder: nn.Module) -> list[int]:
     """The decoder stages whose transposed conv and first block are both Tucker blocks (run as
-    blocks, not composed), each with its merge."""
-    merges: dict[int, SkipMerge] = {}
+    blocks, not composed)."""
     if getattr(decoder, "deep_supervision", True) or not hasattr(decoder, "transpconvs"):
-        return merges
-    for s, stage in enumerate(decoder.stages):
-        tconv, block = decoder.transpconvs[s], stage.convs[0]
-        conv = getattr(block, "conv", None)
-        if isinstance(tconv, TuckerConv3d) and isinstance(conv, TuckerConv3d):
-            merges[s] = SkipMerge(tconv, conv.first)
-    return merges
+        return []
+    return [
+        s
+        for s, stage in enumerate(decoder.stages)
+        if isinstance(decoder.transpconvs[s], TuckerConv3d)
+        and isinstance(getattr(stage.convs[0], "conv", None), TuckerConv3d)
+    ]
 
 
 class SkipMergedDecoder(nn.Module):
     """Class swapped onto the converted copy's nnU-Net UNetDecoder: its forward (inference, no
-    deep supervision) with each planned stage's :class:`SkipMerge` in place of the transposed
+    deep supervision) with each mergeable stage's :class:`SkipMerge` in place of the transposed
     conv, the concatenation and the first block's first conv."""
 
     def forward(self, skips):  # noqa: ANN001, ANN201
@@ -342,19 +349,20 @@ class SkipMergedDecoder(nn.Module):
 
 
 def with_skip_merges(network: nn.Module) -> nn.Module:
-    """``network`` (a copy already, from :func:`with_dense_blocks`, or copied here) with its
-    decoder's concatenations merged away where :func:`_merge_plan` finds Tucker blocks on both
-    sides; unchanged when none."""
+    """A copy of ``network`` with its decoder's concatenations merged away where
+    :func:`_mergeable_stages` finds Tucker blocks on both sides; ``network`` itself when none."""
     decoder = getattr(network, "decoder", None)
-    merges = _merge_plan(decoder) if decoder is not None else {}
-    if not merges:
+    if decoder is None or not _mergeable_stages(decoder):
         return network
     import copy
 
     copied = copy.deepcopy(network)
     decoder = copied.decoder
     decoder.skip_merges = nn.ModuleDict(
-        {str(s): merge for s, merge in _merge_plan(decoder).items()}
+        {
+            str(s): SkipMerge(decoder.transpconvs[s], decoder.stages[s].convs[0].conv.first)
+            for s in _mergeable_stages(decoder)
+        }
     )
     base = type(decoder)
     decoder.__class__ = type(f"SkipMerged{base.__name__}", (SkipMergedDecoder, base), {})

@@ -18,7 +18,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # precision they compute in: nnU-Net sums the Gaussian-weighted logits in fp16 (and under CUDA
 # autocast the network itself returns fp16), so fp32 logits are rounded there anyway; rounded
 # here, they are half the bytes to write, and nnU-Net's CPU accumulation runs without mixed
-# dtypes (PyTorch's slow path). Eager torch (what TS runs) keeps its own dtype.
+# dtypes (PyTorch's slow path). One more rounding than with fp32 logits: labels match eager's on
+# ~99.99 % of voxels (README); with nnU-Net's test-time mirroring (off in TS) the mirrored passes
+# are summed in fp16 too, as under CUDA autocast. Eager torch (what TS runs) keeps its own dtype.
 LOGITS_DTYPE = torch.float16
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -38,7 +38,8 @@ from torch import nn
 
 CHOICES_FILE = "runtime-choices.json"
 _RAN_IN_PROCESS: set[str] = set()  # runtimes whose cold first pass this process has paid
-RECORD = "in-run-first-and-later-v3"  # what a record holds; older records are not read
+RECORD = "in-run-first-and-later-v4"  # what a record holds; older records are not read
+# (v4: both runtimes hand fp16 logits, OpenVINO without skip concatenations: timed anew)
 
 
 def cpu_identity() -> str:
