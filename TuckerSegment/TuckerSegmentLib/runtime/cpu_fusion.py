@@ -129,22 +129,18 @@ class Projection:
         return torch.empty((k, n_rows) if self.channels_first else (n_rows, k), dtype=self.dtype)
 
     def apply(self, chunk: torch.Tensor, out: torch.Tensor, part: slice) -> None:
+        target = out[:, part] if self.channels_first else out[part]
+        direct = target if out.dtype == torch.float32 else None  # else computed in cache, rounded
         if self.channels_first:
-            target = out[:, part]
-            result = torch.mm(self.weight, chunk.T, out=target if _same(target) else None)
+            result = torch.mm(self.weight, chunk.T, out=direct)
             bias = None if self.bias is None else self.bias[:, None]
         else:
-            target = out[part]
-            result = torch.mm(chunk, self.weight.T, out=target if _same(target) else None)
+            result = torch.mm(chunk, self.weight.T, out=direct)
             bias = self.bias
         if bias is not None:
             result.add_(bias)
-        if result is not target:  # computed in fp32 in cache, written rounded
+        if direct is None:
             target.copy_(result)
-
-
-def _same(target: torch.Tensor) -> bool:
-    return target.dtype == torch.float32
 
 
 def _pointwise_activated(

@@ -44,7 +44,8 @@ CONVERT_PATCH = 32  # voxels per axis of the example input used for tracing, at 
 # 1.54× at 0.8, 1.44× with plain blocks, 1.19× at the fused runtime's break-even of 0.5; DF 0.9
 # (0.88–1.98) 1.07× composed, 0.87× plain; DF 0.5 alike at any of them (README, Performance).
 DENSE_SHARE = 0.8
-CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-skip-merged-v3"  # changed: reconvert
+# what a conversion is made by; a change reconverts
+CONVERTER = f"example-{CONVERT_PATCH}-dynamic-spatial-dense-{DENSE_SHARE}-skip-merged-v3"
 # NNCF's int8 settings (its defaults), recorded with each quantized model: a change requantizes.
 # Tried against them on 2026-12-01 (labels vs OpenVINO fp32 on six held-out phantom patches, mean
 # Dice over the structures present; DF 0.3 timed in one process on the full-size 3 mm network):
@@ -191,10 +192,10 @@ def native_bf16() -> bool:
 
 def _logits_in_fp16(model):  # noqa: ANN001, ANN202
     """``model`` with its output converted to fp16 by OpenVINO (the network still computes in
-    its own precision). Half the bytes written per patch: 6 % of a
-    DF 0.3 patch's time, and nnU-Net's accumulation of fp16 logits into its fp16 sum ran ~10×
-    faster on the CPU than of fp32 ones (mixed dtypes take PyTorch's slow path; 43 against 560 ms
-    per 3 mm patch, measured 2026-12-01)."""
+    its own precision). Half the bytes written per patch (with the skip merges, 3.47× → 4.19×
+    the original at DF 0.3), and nnU-Net's accumulation of fp16 logits into its fp16 sum ran
+    ~10× faster on the CPU than of fp32 ones (mixed dtypes take PyTorch's slow path; 43 against
+    560 ms per 3 mm patch, measured 2026-12-01)."""
     ov = import_openvino()
     steps = ov.preprocess.PrePostProcessor(model)
     steps.output(0).tensor().set_element_type(ov.Type.f16)
@@ -348,15 +349,16 @@ class SkipMergedDecoder(nn.Module):
         return self.seg_layers[-1](low)
 
 
-def with_skip_merges(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` with its decoder's concatenations merged away where
-    :func:`_mergeable_stages` finds Tucker blocks on both sides; ``network`` itself when none."""
+def with_skip_merges(network: nn.Module, in_place: bool = False) -> nn.Module:
+    """A copy of ``network`` (``in_place``: ``network`` itself, already a copy) with its
+    decoder's concatenations merged away where :func:`_mergeable_stages` finds Tucker blocks on
+    both sides; ``network`` unchanged when none."""
     decoder = getattr(network, "decoder", None)
     if decoder is None or not _mergeable_stages(decoder):
         return network
     import copy
 
-    copied = copy.deepcopy(network)
+    copied = network if in_place else copy.deepcopy(network)
     decoder = copied.decoder
     decoder.skip_merges = nn.ModuleDict(
         {
@@ -381,8 +383,9 @@ def _convert(network: nn.Module, in_channels: int, folder: Path, calibration: Ca
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         try:
+            dense = with_dense_blocks(network)  # a copy where any block was composed
             model = ov.convert_model(
-                with_skip_merges(with_dense_blocks(network)).eval(),
+                with_skip_merges(dense, in_place=dense is not network).eval(),
                 example_input=example,
                 input=[shape],
             )
