@@ -315,6 +315,19 @@ class FusedHead(nn.Conv3d):
         return out.view(1, self.out_channels, *x.shape[2:])
 
 
+def skip_merge_weights(
+    tconv: TuckerConv3d, block: TuckerConv3d
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """first(cat(last·t + b, skip)) = merged·t + U₂·skip + U₁·b for a decoder stage whose
+    transposed conv and next block are Tucker blocks (t: the transposed block's core output,
+    first = [U₁ U₂] split at the upsampled channels): (merged, U₂, U₁·b or None). Used by the
+    fused runtime's decoder step and by OpenVINO's converted graph (openvino_runtime.SkipMerge)."""
+    u = _matrix(block.first)  # a Tucker block's first conv has no bias
+    u1, u2 = u[:, : tconv.out_channels], u[:, tconv.out_channels :]
+    constant = None if tconv.last.bias is None else u1 @ tconv.last.bias
+    return u1 @ _matrix(tconv.last), u2, constant
+
+
 def _decoder_step(
     decoder: nn.Module,
     s: int,
@@ -340,11 +353,7 @@ def _decoder_step(
         if low_rows is None:
             low_rows = _rows(low) @ _matrix(tconv.first).T
         t = tconv.core(_volume(low_rows, low_grid))
-        u = _matrix(head.conv.first)
-        c_up = tconv.out_channels
-        u1, u2 = u[:, :c_up], u[:, c_up:]
-        merged = u1 @ _matrix(tconv.last)
-        constant = u1 @ tconv.last.bias if tconv.last.bias is not None else None
+        merged, u2, constant = skip_merge_weights(tconv, head.conv)
         rows = _rows(skip) @ u2.T
         rows.addmm_(_rows(t), merged.T)
         if constant is not None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..engine.tucker_block import TuckerConv3d
 from ..errors import TuckerSegmentError, first_line
+from .cpu_fusion import skip_merge_weights
 from .precision import LOGITS_DTYPE
 
 if TYPE_CHECKING:
@@ -292,25 +293,16 @@ class SkipMerge(nn.Module):
     patch: the concatenations alone were 4.7 % of OpenVINO's time (its generic copy: a
     channels-last concat cannot be done in place)."""
 
-    def __init__(self, tconv: TuckerConv3d, first: nn.Conv3d) -> None:
+    def __init__(self, tconv: TuckerConv3d, block: TuckerConv3d) -> None:
         super().__init__()
-        u = first.weight.detach().reshape(first.out_channels, -1)
-        c_up = tconv.out_channels
-        u1, u2 = u[:, :c_up], u[:, c_up:]
-        last = tconv.last.weight.detach().reshape(c_up, -1)
-        self.up_first, self.up_core = tconv.first, tconv.core
-        biased = tconv.last.bias is not None or first.bias is not None
-        self.low = nn.Conv3d(last.shape[1], u.shape[0], 1, bias=biased)
-        self.skip = nn.Conv3d(u2.shape[1], u.shape[0], 1, bias=False)
         with torch.no_grad():
-            self.low.weight.copy_((u1 @ last)[..., None, None, None])
-            if biased:
-                bias = torch.zeros(u.shape[0])
-                if tconv.last.bias is not None:
-                    bias += u1 @ tconv.last.bias.detach()
-                if first.bias is not None:
-                    bias += first.bias.detach()
-                self.low.bias.copy_(bias)
+            merged, u2, constant = skip_merge_weights(tconv, block)
+            self.up_first, self.up_core = tconv.first, tconv.core
+            self.low = nn.Conv3d(merged.shape[1], merged.shape[0], 1, bias=constant is not None)
+            self.skip = nn.Conv3d(u2.shape[1], u2.shape[0], 1, bias=False)
+            self.low.weight.copy_(merged[..., None, None, None])
+            if constant is not None:
+                self.low.bias.copy_(constant)
             self.skip.weight.copy_(u2[..., None, None, None])
 
     def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -362,7 +354,7 @@ def with_skip_merges(network: nn.Module, in_place: bool = False) -> nn.Module:
     decoder = copied.decoder
     decoder.skip_merges = nn.ModuleDict(
         {
-            str(s): SkipMerge(decoder.transpconvs[s], decoder.stages[s].convs[0].conv.first)
+            str(s): SkipMerge(decoder.transpconvs[s], decoder.stages[s].convs[0].conv)
             for s in _mergeable_stages(decoder)
         }
     )
